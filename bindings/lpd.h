@@ -1,0 +1,65 @@
+/* lpd.h: what the files of the pivday.core Lua module share.
+ *
+ * The module owns one libuv loop per process, the shared HTTP client (so
+ * every request reuses the same connections) and the Lua state that loaded
+ * it.  Everything runs on the loop's thread.  C never resumes coroutines:
+ * it calls Lua callbacks (under pcall) once libcurl/llhttp have returned,
+ * and lua/pivday/async.lua does the scheduling.
+ */
+#ifndef LPD_H
+#define LPD_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include "pd.h"
+
+#define LPD_TRANSFER "pivday.core.Transfer"
+#define LPD_SERVER "pivday.core.Server"
+#define LPD_REQUEST "pivday.core.Request"
+#define LPD_TIMER "pivday.core.Timer"
+#define LPD_SIGNAL "pivday.core.Signal"
+#define LPD_POLL "pivday.core.Poll"
+#define LPD_STREAM "pivday.core.Stream"
+
+typedef struct {
+  uv_loop_t loop;
+  lua_State *L;          /* the main thread of the state that loaded us */
+  pd_client_t *client;   /* created on the first request */
+  int running;           /* inside uv_run */
+  int closing;           /* module shutdown in progress */
+  uv_idle_t tick;        /* runs the scheduler's tick on the next iteration */
+  int tick_ref;          /* the Lua tick function */
+  int error_mt_ref;      /* metatable given to errors (pivday.Error) */
+  int reporter_ref;      /* Lua function reporting callback errors */
+  uv_timer_t step_timer; /* bounds pivday.step(timeout) */
+  struct lpd_server_s *servers; /* open servers, for shutdown */
+  struct lpd_req_s *reqs;       /* unanswered server requests */
+  size_t inflight;       /* transfers started, callbacks not yet run */
+} lpd_ctx_t;
+
+extern lpd_ctx_t *lpd_ctx;
+
+/* Calls a function pushed before its nargs arguments, under pcall; a raised
+ * error goes to the reporter (a traceback on stderr by default).  Pops the
+ * function and the arguments. */
+void lpd_call(lua_State *L, int nargs);
+/* Pushes a pivday.Error-shaped table {kind, code, message}. */
+void lpd_push_error(lua_State *L, const char *kind, const char *code,
+                    const char *message);
+/* Creates a userdata holding one pointer, with the named metatable. */
+void **lpd_newbox(lua_State *L, const char *mt);
+/* Checks arg as a non-closed box of the named type. */
+void *lpd_checkbox(lua_State *L, int arg, const char *mt);
+/* Registers a metatable with methods (and __index to itself). */
+void lpd_newclass(lua_State *L, const char *name, const luaL_Reg *methods);
+/* Reads an optional numeric field. */
+double lpd_optnumfield(lua_State *L, int idx, const char *k, double def);
+
+int lpd_client_open(lua_State *L);   /* registers request/Transfer */
+int lpd_server_open(lua_State *L);   /* registers server/respond */
+int lpd_timer_open(lua_State *L);    /* registers timer, signal, poll */
+void lpd_tcp_open(lua_State *L);     /* registers connect/Stream */
+void lpd_client_shutdown(void);
+void lpd_server_shutdown(void);
+
+#endif

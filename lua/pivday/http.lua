@@ -1,0 +1,144 @@
+--- pivday.http: the endpoint-free HTTP surface over pivday.core.
+--
+-- `request` waits like every pivday operation (yields in a task, drives
+-- the loop elsewhere); `server` runs each request's handler in its own
+-- task, so handlers may sleep and call APIs before answering.
+local core = require "pivday.core"
+local async = require "pivday.async"
+
+local M = {}
+
+local await, spawn_now = async.await, async.spawn_now
+local traceback = debug.traceback
+
+--- Returned by a handler: close the connection without answering.
+M.DROP = setmetatable({}, { __name = "pivday.http.DROP" })
+
+--- Sends one request. opts: method (GET), url, headers (name -> value),
+-- body, timeout and connect_timeout (seconds), max_body (bytes), no_resend
+-- (never let libcurl re-send it on a reused connection), insecure.
+-- Returns res {status, headers (lower-case names), body, elapsed}, or nil
+-- and a pivday.Error (kind transport, timeout or cancelled; `sent` tells
+-- whether request bytes may have reached the server).
+function M.request(opts)
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'request' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  if type(opts.url) ~= "string" then
+    error("bad argument #1 to 'request' (field 'url' must be a string)", 2)
+  end
+  return await(function(done)
+    local xfer = core.request(opts, done)
+    return function() xfer:cancel() end
+  end)
+end
+
+local Server = {}
+Server.__index = Server
+Server.__name = "pivday.http.Server"
+
+function Server:__tostring()
+  return ("pivday.http.Server (%s)"):format(self._s and self.url or "closed")
+end
+
+--- Stops listening and closes every connection.
+function Server:close()
+  if self._s then
+    self._s:close()
+    self._s = nil
+  end
+end
+Server.__close = Server.close
+Server.__gc = Server.close
+
+--- Number of open connections.
+function Server:connections()
+  return self._s and self._s:connections() or 0
+end
+
+local function serve_one(handler, req, on_error)
+  local h = req.handle
+  req.handle = nil
+  local ok, status, headers, body = xpcall(handler, traceback, req)
+  if not ok then
+    on_error(status, req)
+    h:respond(500, { ["content-type"] = "text/plain" }, "internal server error\n")
+    return
+  end
+  if status == M.DROP then
+    h:drop()
+    return
+  end
+  if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
+  h:respond(status or 200, headers, body)
+end
+
+local function default_on_error(err, req)
+  async.report(("handler failed for %s %s: %s"):format(req.method, req.path, tostring(err)))
+end
+
+--- Starts an HTTP/1.1 server. opts: host ("127.0.0.1"), port (0 =
+-- ephemeral), handler(req) -> status, headers, body; max_body,
+-- max_header (bytes), header_timeout, idle_timeout (seconds),
+-- max_connections, on_error(err, req). req = {method, path, query, target,
+-- headers, body, peer}. Returns the server, or nil and a message.
+function M.server(opts)
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'server' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local handler = opts.handler
+  if type(handler) ~= "function" then
+    error("bad argument #1 to 'server' (field 'handler' must be a function)", 2)
+  end
+  local on_error = opts.on_error or default_on_error
+  local s, err = core.server(opts, function(req)
+    spawn_now(serve_one, handler, req, on_error)
+  end)
+  if not s then return nil, err end
+  local host = opts.host or "127.0.0.1"
+  local port = s:port()
+  local shown = host:find(":", 1, true) and ("[" .. host .. "]") or host
+  return setmetatable({ _s = s, host = host, port = port,
+    url = ("http://%s:%d"):format(shown, port) }, Server)
+end
+
+--- Percent-decodes s (and '+' as space, as in forms and query strings).
+function M.urldecode(s)
+  s = s:gsub("+", " ")
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+--- Percent-encodes everything but unreserved characters (RFC 3986).
+function M.urlencode(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c)
+    return ("%%%02X"):format(c:byte())
+  end))
+end
+
+--- Parses a query string into a table (the last of repeated names wins).
+function M.parse_query(qs)
+  local t = {}
+  if not qs or qs == "" then return t end
+  for pair in qs:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=(.*)$")
+    if not k then k, v = pair, "" end
+    t[M.urldecode(k)] = M.urldecode(v)
+  end
+  return t
+end
+
+--- Builds a query string from a table, names sorted for stable URLs.
+function M.build_query(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local out = {}
+  for i, k in ipairs(keys) do
+    local v = t[k]
+    if type(v) == "boolean" then v = v and "true" or "false" end
+    out[i] = M.urlencode(k) .. "=" .. M.urlencode(v)
+  end
+  return table.concat(out, "&")
+end
+
+return M

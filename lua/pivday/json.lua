@@ -1,0 +1,129 @@
+--- pivday.json: JSON on lua-cjson, with what Debian's cjson 2.1.0 gets wrong
+-- on Lua 5.4 corrected:
+--  * it decodes every number as a float (`12` -> 12.0): integral values are
+--    turned back into integers;
+--  * it encodes every empty table as `{}`: `json.array{}` marks a list, which
+--    then encodes as `[]`;
+--  * it prints integers through "%.14g" (15+ digit ids lose digits): large
+--    integers are written exactly.
+-- JSON null is `json.null` both ways. Every other part of pivday uses this
+-- module, never cjson directly.
+local cjson = require "cjson"
+
+local M = {}
+
+local tointeger, mtype = math.tointeger, math.type
+local type, next, pairs, setmetatable, getmetatable = type, next, pairs, setmetatable, getmetatable
+
+local engine = cjson.new()
+engine.encode_sparse_array(true)      -- {1, nil, 3} is a list with a null
+engine.decode_invalid_numbers(false)  -- NaN/Infinity are not JSON
+engine.encode_invalid_numbers(false)
+engine.encode_max_depth(200)
+engine.decode_max_depth(200)
+
+--- The JSON null sentinel (decoded from and encoded to `null`).
+M.null = cjson.null
+
+local array_mt = { __name = "pivday.json.array" }
+
+--- Marks a table as a JSON list, so that it encodes as `[]` when empty.
+-- Returns the table (a new empty one when called without argument).
+function M.array(t)
+  t = t or {}
+  if getmetatable(t) == nil then setmetatable(t, array_mt) end
+  return t
+end
+
+--- True when t was marked with json.array.
+function M.is_array(t)
+  return getmetatable(t) == array_mt
+end
+
+-- Placeholders: strings cjson copies verbatim into its output, replaced
+-- afterwards.  The NUL byte is escaped as \u0000 by cjson, so no user string
+-- can collide with the escaped form.
+local EMPTY_ARRAY = "\0pd:[]"
+local EMPTY_ARRAY_OUT = '"\\u0000pd:%[%]"'
+local BIGINT_PREFIX = "\0pd:i:"
+local BIGINT_PAT = '"\\u0000pd:i:(%-?%d+)"'
+local BIG = 1e14                       -- cjson's %.14g is exact below this
+
+-- Returns v, or a patched copy of it when something needs a placeholder;
+-- `flags` records which placeholders were used.
+local function prepare(v, flags, depth)
+  local tv = type(v)
+  if tv == "number" then
+    if mtype(v) == "integer" and (v >= BIG or v <= -BIG) then
+      flags.big = true
+      return BIGINT_PREFIX .. v
+    end
+    return v
+  elseif tv ~= "table" then
+    return v
+  end
+  if depth > 200 then error("pivday.json: nesting deeper than 200", 0) end
+  if next(v) == nil then
+    if getmetatable(v) == array_mt then
+      flags.empty = true
+      return EMPTY_ARRAY
+    end
+    return v
+  end
+  local copy
+  for k, x in pairs(v) do
+    local tx = type(x)
+    if tx == "table" or tx == "number" then
+      local y = prepare(x, flags, depth + 1)
+      if y ~= x then
+        if not copy then
+          copy = {}
+          for k2, x2 in pairs(v) do copy[k2] = x2 end
+        end
+        copy[k] = y
+      end
+    end
+  end
+  return copy or v
+end
+
+--- Encodes a Lua value as JSON text. Raises on values JSON cannot hold
+-- (functions, NaN, mixed tables) like cjson does.
+function M.encode(v)
+  local flags = {}
+  local s = engine.encode(prepare(v, flags, 0))
+  if flags.empty then s = s:gsub(EMPTY_ARRAY_OUT, "[]") end
+  if flags.big then s = s:gsub(BIGINT_PAT, "%1") end
+  return s
+end
+
+-- Integral floats become integers, in place.
+local function fix(v)
+  for k, x in next, v do
+    local tx = type(x)
+    if tx == "number" then
+      local i = tointeger(x)
+      if i then v[k] = i end
+    elseif tx == "table" then
+      fix(x)
+    end
+  end
+end
+
+--- Decodes JSON text. Returns the value, or nil and an error message.
+function M.decode(s)
+  if type(s) ~= "string" then
+    error("bad argument #1 to 'decode' (string expected, got " .. type(s) .. ")", 2)
+  end
+  local ok, v = pcall(engine.decode, s)
+  if not ok then return nil, (tostring(v):gsub("^.-:%d+: ", "")) end
+  local tv = type(v)
+  if tv == "table" then
+    fix(v)
+  elseif tv == "number" then
+    v = tointeger(v) or v
+  end
+  return v
+end
+
+return M

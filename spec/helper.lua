@@ -1,0 +1,30 @@
+-- Loaded by busted before the specs (see .busted).
+-- PIVDAY_TIME_SCALE stretches every deadline the specs wait on (valgrind
+-- runs set it), instead of skipping timing-dependent specs.
+local helper = {}
+
+helper.scale = tonumber(os.getenv("PIVDAY_TIME_SCALE")) or 1
+
+--- A duration in seconds, stretched by the time scale.
+function helper.t(seconds) return seconds * helper.scale end
+
+--- The pivday executable of the build tree.
+helper.bin = os.getenv("PIVDAY_BIN") or "build/bin/pivday"
+
+--- Runs a shell command, returns its stdout and exit code.
+function helper.sh(cmd)
+  local p = assert(io.popen(cmd .. "; echo \"__rc=$?\"", "r"))
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return out:gsub("__rc=%d+%s*$", ""), rc
+end
+
+--- Single-quotes s for the shell.
+function helper.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+package.loaded["helper"] = helper
+_G.spec_helper = helper
+return helper
