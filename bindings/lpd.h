@@ -20,6 +20,7 @@
 #define LPD_SIGNAL "pivday.core.Signal"
 #define LPD_POLL "pivday.core.Poll"
 #define LPD_STREAM "pivday.core.Stream"
+#define LPD_FILE "pivday.core.File"
 
 typedef struct {
   uv_loop_t loop;
@@ -59,6 +60,7 @@ int lpd_client_open(lua_State *L);   /* registers request/Transfer */
 int lpd_server_open(lua_State *L);   /* registers server/respond */
 int lpd_timer_open(lua_State *L);    /* registers timer, signal, poll */
 void lpd_tcp_open(lua_State *L);     /* registers connect/Stream */
+void lpd_file_open(lua_State *L);    /* registers open_file/File */
 void lpd_client_shutdown(void);
 void lpd_server_shutdown(void);
 

@@ -1,0 +1,135 @@
+/* file.c: pivday.core.File, the durable-file primitives Lua's io lacks.
+ *
+ * A webhook journal must be on disk before the 2xx goes out, and state
+ * files must be replaced atomically: that takes write(2), fdatasync(2),
+ * flock(2) and a directory fsync, none of which the io library offers.
+ * These are plain blocking system calls on local files, kept short (one
+ * write, one sync per loop turn at most: the caller batches).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "lpd.h"
+
+typedef struct {
+  int fd;
+} lpd_file_t;
+
+static int fail(lua_State *L, const char *what) {
+  int e = errno;
+  luaL_pushfail(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(e));
+  return 2;
+}
+
+static lpd_file_t *check_file(lua_State *L) {
+  lpd_file_t *f = luaL_checkudata(L, 1, LPD_FILE);
+  if (f->fd < 0) luaL_error(L, "attempt to use a closed pivday.File");
+  return f;
+}
+
+/* open_file(path, mode): mode "a" (append, create, 0600), "w" (truncate,
+ * create, 0600) or "r".  Returns File, or nil and a message. */
+static int l_open_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *mode = luaL_optstring(L, 2, "a");
+  int flags;
+  if (strcmp(mode, "a") == 0) flags = O_WRONLY | O_CREAT | O_APPEND;
+  else if (strcmp(mode, "w") == 0) flags = O_WRONLY | O_CREAT | O_TRUNC;
+  else if (strcmp(mode, "r") == 0) flags = O_RDONLY;
+  else return luaL_argerror(L, 2, "mode must be \"a\", \"w\" or \"r\"");
+  lpd_file_t *f = lua_newuserdatauv(L, sizeof(*f), 0);
+  f->fd = -1;
+  luaL_setmetatable(L, LPD_FILE);
+  f->fd = open(path, flags | O_CLOEXEC, 0600);
+  if (f->fd < 0) return fail(L, path);
+  return 1;
+}
+
+/* write(data) -> true: the whole string, retrying short writes. */
+static int file_write(lua_State *L) {
+  lpd_file_t *f = check_file(L);
+  size_t len;
+  const char *p = luaL_checklstring(L, 2, &len);
+  while (len > 0) {
+    ssize_t n = write(f->fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(L, "write");
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int file_sync(lua_State *L) {
+  lpd_file_t *f = check_file(L);
+  if (fdatasync(f->fd) != 0) return fail(L, "fdatasync");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* lock() -> true, or false when another process holds it. */
+static int file_lock(lua_State *L) {
+  lpd_file_t *f = check_file(L);
+  if (flock(f->fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    return fail(L, "flock");
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int file_size(lua_State *L) {
+  lpd_file_t *f = check_file(L);
+  struct stat st;
+  if (fstat(f->fd, &st) != 0) return fail(L, "fstat");
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  return 1;
+}
+
+static int file_close(lua_State *L) {
+  lpd_file_t *f = luaL_checkudata(L, 1, LPD_FILE);
+  if (f->fd >= 0) {
+    close(f->fd);
+    f->fd = -1;
+  }
+  return 0;
+}
+
+/* sync_dir(path_of_a_file): makes a rename in its directory durable. */
+static int l_sync_dir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char buf[PATH_MAX];
+  snprintf(buf, sizeof(buf), "%s", path);
+  int fd = open(dirname(buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return fail(L, "open directory");
+  int rc = fsync(fd);
+  close(fd);
+  if (rc != 0) return fail(L, "fsync directory");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+void lpd_file_open(lua_State *L) {
+  static const luaL_Reg m[] = {{"write", file_write}, {"sync", file_sync},
+                               {"lock", file_lock},   {"size", file_size},
+                               {"close", file_close}, {"__gc", file_close},
+                               {"__close", file_close}, {NULL, NULL}};
+  lpd_newclass(L, LPD_FILE, m);
+  lua_pushcfunction(L, l_open_file);
+  lua_setfield(L, -2, "open_file");
+  lua_pushcfunction(L, l_sync_dir);
+  lua_setfield(L, -2, "sync_dir");
+}
