@@ -120,13 +120,15 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	$(HOST) scripts/demo.lua
 
-# The whole suite under ASan + UBSan: the module is loaded by lua5.4, so the
-# runtime is preloaded.
+# The whole suite under ASan + UBSan, built apart in build/asan.  The module
+# is loaded by lua5.4, so the sanitizer runtimes are preloaded.
+ASAN_BUILD := $(BUILD)/asan
 check-asan:
-	$(MAKE) clean
-	$(MAKE) all SANITIZE=address,undefined OPT="-O1 -g"
-	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  $(TEST_ENV) $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
+	$(MAKE) --no-print-directory all BUILD=$(ASAN_BUILD) SANITIZE=address,undefined OPT="-O1 -g"
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  PIVDAY_BIN=$(CURDIR)/$(ASAN_BUILD)/bin/pivday PIVDAY_TIME_SCALE=3 \
+	  $(BUSTED) --lua=$(LUA) --cpath='$(ASAN_BUILD)/?.so' $(BUSTED_ARGS)
 
 # busted runs inside the valgrind'd lua5.4 (no --lua re-exec); specs that
 # wait on time stretch their deadlines by PIVDAY_TIME_SCALE.

@@ -157,9 +157,17 @@ static int file_exists(const char *path) { return access(path, R_OK) == 0; }
 static void set_paths(lua_State *L) {
   char dir[PATH_MAX], probe[PATH_MAX + 64];
   if (exe_dir(dir, sizeof(dir)) != 0) return;
+  /* build/bin/pivday, or build/<variant>/bin/pivday (sanitizer builds). */
+  static const char *const trees[] = {"/../../lua", "/../../../lua", NULL};
+  const char *tree = "/../share/lua/5.4";
+  for (int i = 0; trees[i]; i++) {
+    snprintf(probe, sizeof(probe), "%s%s/pivday/init.lua", dir, trees[i]);
+    if (file_exists(probe)) {
+      tree = trees[i];
+      break;
+    }
+  }
   lua_getglobal(L, "package");
-  snprintf(probe, sizeof(probe), "%s/../../lua/pivday/init.lua", dir);
-  const char *tree = file_exists(probe) ? "/../../lua" : "/../share/lua/5.4";
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s%s/?.lua;%s%s/?/init.lua;%s", dir, tree, dir, tree,
                   lua_tostring(L, -1));

@@ -112,6 +112,9 @@ static int timer_start(lua_State *L) {
   uint64_t timeout = to_ms(L, 2), repeat = to_ms(L, 3);
   set_cb(L, 4, w);
   root(L, 1, w);
+  /* The loop's clock is cached per iteration; a timer started after long
+   * Lua work would otherwise fire early by that much. */
+  uv_update_time(&lpd_ctx->loop);
   uv_timer_start(&w->u.timer, timer_cb, timeout, repeat);
   return 0;
 }
