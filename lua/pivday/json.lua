@@ -46,7 +46,7 @@ end
 local EMPTY_ARRAY = "\0pd:[]"
 local EMPTY_ARRAY_OUT = '"\\u0000pd:%[%]"'
 local BIGINT_PREFIX = "\0pd:i:"
-local BIGINT_PAT = '"\\u0000pd:i:(%-?%d+)"'
+local BIGINT_PAT = '"\\u0000pd:i:(%-?[%d%.e%+%-]+)"'
 local BIG = 1e14                       -- cjson's %.14g is exact below this
 
 -- Returns v, or a patched copy of it when something needs a placeholder;
@@ -54,9 +54,11 @@ local BIG = 1e14                       -- cjson's %.14g is exact below this
 local function prepare(v, flags, depth)
   local tv = type(v)
   if tv == "number" then
-    if mtype(v) == "integer" and (v >= BIG or v <= -BIG) then
+    if v >= BIG or v <= -BIG then
       flags.big = true
-      return BIGINT_PREFIX .. v
+      if mtype(v) == "integer" then return BIGINT_PREFIX .. v end
+      if v ~= v or v == math.huge or v == -math.huge then return v end -- cjson refuses
+      return BIGINT_PREFIX .. ("%.17g"):format(v)
     end
     return v
   elseif tv ~= "table" then
