@@ -389,33 +389,42 @@ describe("pivday sandbox (main)", function()
 
   it("prints base_url and api_key, serves, and saves the state on SIGTERM", function()
     os.remove(path)
-    local out = os.tmpname()
+    local out, main = os.tmpname(), os.tmpname()
+    local f = assert(io.open(main, "w"))
+    f:write('os.exit(require("pivday.sandbox").main({...}))\n')
+    f:close()
     local script = ([[
       export LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;'
-      lua5.4 -e 'os.exit(require("pivday.sandbox").main({...}))' -- --port 0 --state %s --speed 5 >%s 2>/dev/null &
+      lua5.4 %s --port 0 --state %s --speed 5 >%s 2>/dev/null &
       pid=$!
       for i in $(seq 1 100); do grep -q api_key %s && break; sleep 0.05; done
       base=$(awk '/^base_url:/{print $2}' %s); key=$(awk '/^api_key:/{print $2}' %s)
       curl -s -o /dev/null -w 'account=%%{http_code}\n' -H "Authorization: Bearer $key" "$base/account"
       kill -TERM $pid; wait $pid; echo "rc=$?"
       cat %s
-    ]]):format(path, out, out, out, out, out)
-    local text = helper.sh(script)
+    ]]):format(main, path, out, out, out, out, out)
+    local text = helper.sh((script:gsub("%s+$", "")))
     os.remove(out)
+    os.remove(main)
     assert.matches("account=200", text)
     assert.matches("rc=0", text)
     assert.matches("base_url: http://127%.0%.0%.1:%d+/api/v1", text)
     local key = text:match("api_key: (%S+)")
-    local f = assert(io.open(path))
+    f = assert(io.open(path))
     local saved = json.decode(f:read("a"))
     f:close()
     assert.equal(key, saved.default_key)
   end)
 
   it("refuses bad arguments with status 2", function()
-    assert.equal(2, sandbox.main { "--port", "x" })
-    assert.equal(2, sandbox.main { "--speed=-1" })
-    assert.equal(2, sandbox.main { "--rate-limit", "fast" })
-    assert.equal(2, sandbox.main { "extra" })
+    local sink = { text = "" }
+    function sink:write(...) self.text = self.text .. table.concat({ ... }) end
+    assert.equal(2, sandbox.main({ "--port", "x" }, sink, sink))
+    assert.equal(2, sandbox.main({ "--speed=-1" }, sink, sink))
+    assert.equal(2, sandbox.main({ "--rate-limit", "fast" }, sink, sink))
+    assert.equal(2, sandbox.main({ "extra" }, sink, sink))
+    assert.equal(0, sandbox.main({ "--help" }, sink, sink))
+    assert.matches("%-%-port needs a number", sink.text)
+    assert.matches("usage: pivday sandbox", sink.text)
   end)
 end)

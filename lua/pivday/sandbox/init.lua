@@ -250,33 +250,35 @@ local function parse_args(args)
 end
 
 --- `pivday sandbox [...]`: serves until SIGINT/SIGTERM, then saves.
--- Returns the process exit status (0 ok, 1 failure, 2 usage).
-function M.main(args)
-  local opts, err = parse_args(args or {})
+-- `out`/`err` default to io.stdout/io.stderr. Returns the process exit
+-- status (0 ok, 1 failure, 2 usage).
+function M.main(args, out, err)
+  out, err = out or io.stdout, err or io.stderr
+  local opts, perr = parse_args(args or {})
   if not opts then
-    if err then
-      io.stderr:write("pivday sandbox: ", err, "\n", USAGE)
+    if perr then
+      err:write("pivday sandbox: ", perr, "\n", USAGE)
       return 2
     end
-    io.stdout:write(USAGE)
+    out:write(USAGE)
     return 0
   end
   local status = 0
   pivday.run(function()
     local sb, serr = M.new(opts)
     if not sb then
-      io.stderr:write(serr, "\n")
+      err:write(serr, "\n")
       status = 1
       return
     end
-    io.stdout:write("base_url: ", sb.base_url, "\n", "api_key: ", sb.api_key, "\n")
-    io.stdout:flush()
-    io.stderr:write("pivday sandbox: serving (speed ", tostring(sb.app.clock.speed),
+    out:write("base_url: ", sb.base_url, "\n", "api_key: ", sb.api_key, "\n")
+    if out.flush then out:flush() end
+    err:write("pivday sandbox: serving (speed ", tostring(sb.app.clock.speed),
       opts.state and (", state " .. opts.state) or "", "); SIGINT or SIGTERM stops it\n")
     local sig = pivday.wait_signal()
-    local ok, cerr = sb:close()
-    if not ok and cerr then status = 1 end
-    io.stderr:write("pivday sandbox: ", sig, ", stopped", opts.state and (", state saved to " .. opts.state) or "", "\n")
+    local ok = sb:close()
+    if not ok then status = 1 end
+    err:write("pivday sandbox: ", sig, ", stopped", opts.state and (", state saved to " .. opts.state) or "", "\n")
   end)
   return status
 end
