@@ -122,6 +122,8 @@ static char **attempt(const char *text, int start, int end) {
   (void)end;
   lua_State *L = rl_L;
   rl_attempted_completion_over = 1;
+  /* "api.numbers" is followed by ".get", not a space. */
+  rl_completion_append_character = '\0';
   free_candidates();
   if (L == NULL || complete_ref == LUA_NOREF) return NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, complete_ref);

@@ -31,6 +31,61 @@ function M.compile(src, env)
   return nil, err
 end
 
+--- Completion candidates for `word` (e.g. "api.num" -> "api.numbers"):
+-- the fields of the table the dotted prefix names, in env.
+function M.complete(env, word)
+  local prefix, last = word:match("^(.*[.:])([%w_]*)$")
+  local base = env
+  if prefix then
+    local path = prefix:sub(1, -2)
+    local v = env
+    for name in path:gmatch("[^.:]+") do
+      if type(v) ~= "table" then return {} end
+      v = v[name]
+    end
+    base = v
+  else
+    prefix, last = "", word
+  end
+  local out, seen = {}, {}
+  local function add_keys(t)
+    if type(t) ~= "table" then return end
+    for k in pairs(t) do
+      if type(k) == "string" and k:sub(1, #last) == last and not k:match("^_") and not seen[k] then
+        seen[k] = true
+        out[#out + 1] = prefix .. k
+      end
+    end
+  end
+  add_keys(base)
+  local mt = getmetatable(base)
+  if mt and type(mt.__index) == "table" then add_keys(mt.__index) end
+  if base == env then add_keys(_G) end
+  table.sort(out)
+  return out
+end
+
+--- Makes `api` ready when a key is configured (or under --sandbox) and says
+-- which service it talks to. Returns the banner line.
+function M.setup_api(env)
+  local cli = package.loaded["pivday.cli"]
+  local sandbox = cli and cli.sandbox_instance
+  local key = os.getenv("PIVDAY_API_KEY")
+  local home = os.getenv("HOME")
+  local keyfile = home and io.open(home .. "/.config/pivday/key")
+  if keyfile then keyfile:close() end
+  if not sandbox and not (key and key ~= "") and not keyfile then
+    return "no API key: set PIVDAY_API_KEY (or start with --sandbox) to get `api`"
+  end
+  local pivday = require "pivday"
+  env.api = pivday.client{}
+  if sandbox then
+    env.sandbox = sandbox
+    return ("`api` talks to the SANDBOX at %s (`sandbox` controls it)"):format(env.api.base_url)
+  end
+  return ("`api` talks to the LIVE service at %s: calls spend money"):format(env.api.base_url)
+end
+
 local function format_results(r)
   local parts = {}
   for i = 1, r.n do parts[i] = pretty.format(r[i]) end
@@ -58,6 +113,8 @@ function M.main(args, opts)
   end
   async.report = function(msg) say("pivday: " .. msg) end
   if opts.setup then opts.setup(env, say) end
+  env.pivday = require "pivday"
+  local api_line = M.setup_api(env)
 
   local buffer = nil     -- lines of an incomplete chunk
   local current = nil    -- the task evaluating a chunk
@@ -199,8 +256,12 @@ function M.main(args, opts)
     if hist then rl.read_history(hist) end
     if opts.banner ~= false then
       out:write(opts.banner or ("pivday " .. core.version .. " - Lua 5.4; Ctrl-D to quit\n"))
+      out:write(api_line, "\n")
     end
+    rl.set_completer(function(word) return M.complete(env, word) end)
     show_prompt()
+  else
+    io.stderr:write("pivday: ", api_line, "\n")
   end
   if whole_file then
     pending, input_eof = whole_file, true
