@@ -24,7 +24,7 @@ M.ops = ops
 M.FORCIBLE = {
   purchase = { "NO_NUMBERS_AVAILABLE" },
   verify = { "PROXY_DEAD", "QUEUE_FULL", "SERVER_UNAVAILABLE", "VERIFY_TIMEOUT", "VERIFY_REJECTED",
-    "VERIFY_INVALID_URL" },
+    "VERIFY_INVALID_URL" },          -- or any other error_code for verify.failed
   restore = { "failed" },             -- or a list of piv_num_ids that fail
   sms = { "failed" },
   domain = { "taken", "unavailable" },
@@ -219,7 +219,14 @@ function ops.force(app, args)
     validate.check(args, { { name = "outcome", type = "array", items = "string", min_items = 1 } })
     outcome = args.outcome                  -- these piv_num_ids fail
   else
-    validate.check(args, { { name = "outcome", type = "string", required = true, enum = M.FORCIBLE[args.what] } })
+    if args.what == "verify" then
+      -- any error_code: the three documented ones fail at once (refunded),
+      -- others arrive as verify.failed
+      validate.check(args, { { name = "outcome", type = "string", required = true,
+        pattern = { "^[A-Z][A-Z0-9_]*$", "must be an error code such as VERIFY_TIMEOUT" } } })
+    else
+      validate.check(args, { { name = "outcome", type = "string", required = true, enum = M.FORCIBLE[args.what] } })
+    end
     outcome = args.outcome
     if args.what == "restore" then outcome = true end   -- every number fails
   end

@@ -79,11 +79,13 @@ function M.new(opts)
       sleep = pivday.sleep,
       timeout = opts.webhook_timeout,
       backoff = opts.webhook_backoff,
-      -- each delivery is a task (so pivday.run waits for it); close()
-      -- cancels those still running and they resume after the next load
+      -- each delivery is a daemon task: the service's background work
+      -- must not hold a user's pivday.run open (a script that wants the
+      -- event waits on its listener); close() cancels those still running
+      -- and they resume after the next load
       spawn = function(fn)
         local task
-        task = pivday.spawn(function()
+        task = pivday.daemon(function()
           local ok, err = pcall(fn)
           self._deliveries[task] = nil
           if not ok and not (pivday.Error.is(err) and err.kind == "cancelled") then

@@ -1,41 +1,18 @@
 --- pivday.sandbox.reply: the service's answers, as the reference writes them.
 --
 -- The `{success, data | error{code, message}}` envelope, the status of every
--- documented error code (the sandbox keeps its own table: it is the service,
--- it does not take its answers from the client's catalogue), and `fail`,
+-- documented error code, and `fail`,
 -- which handlers use to stop with an API error (raised as a table that
 -- app.lua catches; any other error is a bug and answers INTERNAL_ERROR).
 local json = require "pivday.json"
 
 local M = {}
 
---- Every code the reference documents, with its HTTP status, plus NOT_FOUND
--- for unknown routes and unknown objects of resources without their own
--- not-found code.
-M.STATUS = {
-  UNAUTHORIZED = 401,
-  INSUFFICIENT_PERMISSIONS = 403,
-  PERMISSION_DENIED = 403,
-  VALIDATION_ERROR = 400,
-  NUMBER_NOT_FOUND = 404,
-  NUMBER_EXPIRED = 403,
-  NUMBER_NOT_ACTIVE = 400,
-  INSUFFICIENT_BALANCE = 402,
-  INVALID_MESSAGE_FORMAT = 400,
-  COUNTRY_NOT_AVAILABLE = 400,
-  NO_NUMBERS_AVAILABLE = 400,
-  NO_RESTORABLE_NUMBERS = 404,
-  RATE_LIMITED = 429,
-  INTERNAL_ERROR = 500,
-  SMS_DISABLED = 400,
-  PROXY_DEAD = 502,
-  QUEUE_FULL = 503,
-  SERVER_UNAVAILABLE = 503,
-  NOT_FOUND = 404,
-  DOMAIN_NOT_AVAILABLE = 400,
-  INVALID_TIER = 400,
-  NOT_READY = 409,
-}
+--- Every code the reference documents, with its HTTP status (NOT_FOUND is
+-- also what unknown routes and unknown objects of resources without their
+-- own not-found code get). The table is the catalogue's transcription of
+-- the reference, checked against endpoints.json by spec/unit/catalogue_spec.
+M.STATUS = require("pivday.catalogue").errors
 
 local ApiError = { __name = "pivday.sandbox.ApiError" }
 ApiError.__index = ApiError

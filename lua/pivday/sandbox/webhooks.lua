@@ -20,6 +20,7 @@ local Hooks = { __name = "pivday.sandbox.Webhooks" }
 Hooks.__index = Hooks
 
 local EVENT_LOG_MAX = 1000
+local DELIVERY_LOG_MAX = 1000   -- finished deliveries beyond this are forgotten, oldest first
 
 --- opts: send = function(url, body, headers, timeout) -> status | nil, err;
 -- spawn = function(fn); sleep = function(seconds); timeout (s, default
@@ -69,7 +70,18 @@ function Hooks:emit(uid, event_type, data)
     st.data.deliveries[#st.data.deliveries + 1] = d
     self:start(d)
   end
+  self:prune()
   return event
+end
+
+-- Keeps the delivery log bounded; pending and in-flight ones always stay.
+function Hooks:prune()
+  local list = self.app.st.data.deliveries
+  local i = 1
+  while #list > DELIVERY_LOG_MAX and i <= #list do
+    local st = list[i].status
+    if st == "delivered" or st == "failed" then table.remove(list, i) else i = i + 1 end
+  end
 end
 
 function Hooks:find(id)

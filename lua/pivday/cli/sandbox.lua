@@ -1,0 +1,2 @@
+--- pivday sandbox: the local emulator as a service (see pivday.sandbox.main).
+return require "pivday.sandbox"
