@@ -118,7 +118,7 @@ test-only: check-boundaries
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	$(HOST) scripts/demo.lua
+	PIVDAY_SANDBOX_SPEED=4 $(HOST) --sandbox scripts/buy_and_verify.lua
 
 # The whole suite under ASan + UBSan, built apart in build/asan.  The module
 # is loaded by lua5.4, so the sanitizer runtimes are preloaded.
@@ -150,3 +150,6 @@ uninstall:
 
 clean:
 	rm -rf $(BUILD)
+
+# `make bench` (and bench-build, bench-deps): see bench/bench.mk.
+-include bench/bench.mk

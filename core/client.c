@@ -560,16 +560,20 @@ static void build_headers(pd_transfer_t *t, pd_response_t *res) {
   for (p = t->head.data; p < end; p++)
     if (*p == '\n')
       n++;
-  t->hv = malloc(n * sizeof(*t->hv));
+  /* +1: an aborted head may lack its last '\n'. */
+  t->hv = malloc((n + 1) * sizeof(*t->hv));
   if (t->hv == NULL)
     return;                              /* headers are lost, not the rest */
   n = 0;
   for (p = t->head.data; p < end;) {
     char *nl = memchr(p, '\n', (size_t)(end - p));
-    char *colon = memchr(p, ':', (size_t)(nl - p));
+    char *colon;
     char *v;
     char *ne;
 
+    if (nl == NULL)
+      nl = end;                          /* in bounds: cap + 1 bytes */
+    colon = memchr(p, ':', (size_t)(nl - p));
     if (colon != NULL && colon > p) {
       for (ne = colon; ne > p && (ne[-1] == ' ' || ne[-1] == '\t'); ne--)
         ;
@@ -839,8 +843,8 @@ static int build_slist(pd_transfer_t *t, const pd_request_t *req,
 
   for (i = 0; i < req->nheaders; i++) {
     const pd_header_t *h = &req->headers[i];
-    if (!is_token(h->name, h->name_len) ||
-        (h->value_len > 0 && h->value == NULL) ||
+    if (h->name == NULL || (h->value_len > 0 && h->value == NULL) ||
+        !is_token(h->name, h->name_len) ||
         !is_field_value(h->value, h->value_len))
       return PD_EINVAL;
     if (h->name_len + h->value_len > max)

@@ -217,6 +217,8 @@ typedef struct {
   size_t ext_bytes;    /* chunk extensions */
   const char *head_mark;  /* head bytes are counted up to here */
   uint64_t last_read;
+  uint64_t deadline;   /* of timer_kind, in uv_now() milliseconds */
+  uint64_t timer_due;  /* when the libuv timer fires, while it is active */
   size_t wq_mark;      /* write queue size when the timer was armed */
   int fail_status;     /* the answer to a parse error our callbacks caused */
   int timer_kind;
@@ -360,12 +362,27 @@ static const char *status_reason(int status) {
   return "";  /* the reason phrase may be empty; the space before it stays */
 }
 
-static int is_tchar(unsigned char ch) {
-  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-      (ch >= '0' && ch <= '9'))
-    return 1;
-  return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
+/* Byte classes for checking an owner's headers: 1 = tchar (RFC 9110:
+ * ALPHA, DIGIT, "!#$%&'*+-.^_`|~"), 2 = NUL, LF or CR, which a value must
+ * not carry. */
+static const unsigned char byte_class[256] = {
+  2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 2, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+  0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
 
 /* An owner's header must not smuggle a line break into the answer. */
 static int header_valid(const pd_header_t *h) {
@@ -375,10 +392,10 @@ static int header_valid(const pd_header_t *h) {
       (h->value == NULL && h->value_len > 0))
     return 0;
   for (i = 0; i < h->name_len; i++)
-    if (!is_tchar((unsigned char)h->name[i]))
+    if (!(byte_class[(unsigned char)h->name[i]] & 1))
       return 0;
   for (i = 0; i < h->value_len; i++)
-    if (h->value[i] == '\r' || h->value[i] == '\n' || h->value[i] == '\0')
+    if (byte_class[(unsigned char)h->value[i]] & 2)
       return 0;
   return 1;
 }
@@ -388,6 +405,10 @@ enum { H_KEEP, H_DATE, H_CONNECTION, H_FRAMING };
 /* Which owner headers core replaces: framing is always ours, Connection is
  * ours too (an owner's "close" is honoured). */
 static int header_kind(const pd_header_t *h) {
+  int first = h->name[0] | 0x20;
+
+  if (first != 'd' && first != 'c' && first != 't')
+    return H_KEEP;
   switch (h->name_len) {
   case 4:
     if (strncasecmp(h->name, "date", 4) == 0)
@@ -671,18 +692,43 @@ static int conn_answer(pd_conn_t *c, int status, const pd_header_t *h,
 
 /* ------------------------------------------------------------- timers -- */
 
-static void timer_set(pd_conn_t *c, int kind, uint64_t ms) {
-  c->timer_kind = kind;
+static void timer_arm(pd_conn_t *c, uint64_t now, uint64_t ms) {
+  c->timer_due = now + ms;
   uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/* Gives the connection's timer a new meaning and deadline.  Restarting a
+ * libuv timer costs more than the rest of a small request (two heap
+ * updates), and a keep-alive request moves the deadline twice, so the
+ * timer is restarted only when the new deadline comes sooner than the armed
+ * one; when it fires early, on_timer arms it again for the rest. */
+static void timer_set(pd_conn_t *c, int kind, uint64_t ms) {
+  uint64_t now = uv_now(c->server->loop);
+
+  c->timer_kind = kind;
+  c->deadline = now + ms;
+  if (!uv_is_active((uv_handle_t *)&c->timer) || c->deadline < c->timer_due)
+    timer_arm(c, now, ms);
 }
 
 /* The connection's timer.  Runs from the loop; may close the connection. */
 static void on_timer(uv_timer_t *t) {
   pd_conn_t *c = t->data;
   pd_server_t *s = c->server;
-  uint64_t idle;
+  uint64_t now = uv_now(s->loop);
+  uint64_t deadline;
   size_t q;
 
+  if (c->timer_kind == T_NONE)
+    return;  /* stays stopped until the next timer_set */
+  /* Reads don't touch the timer (that would be a heap update per read);
+   * the body deadline follows the last read instead. */
+  deadline = c->timer_kind == T_BODY ? c->last_read + s->idle_ms
+                                     : c->deadline;
+  if (now < deadline) {
+    timer_arm(c, now, deadline - now);
+    return;
+  }
   switch (c->timer_kind) {
   case T_HEAD:
     /* A connection that never sent a byte is just closed (a browser's
@@ -693,13 +739,7 @@ static void on_timer(uv_timer_t *t) {
       conn_close(c);
     break;
   case T_BODY:
-    /* Reads don't touch the timer (that would cost a heap update per
-     * read); the deadline is checked here against the last read. */
-    idle = uv_now(s->loop) - c->last_read;
-    if (idle < s->idle_ms)
-      uv_timer_start(t, on_timer, s->idle_ms - idle, 0);
-    else
-      conn_fail(c, 408);
+    conn_fail(c, 408);
     break;
   case T_IDLE:
   case T_WRITE:
@@ -708,7 +748,8 @@ static void on_timer(uv_timer_t *t) {
     q = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
     if (q > 0 && q < c->wq_mark) {
       c->wq_mark = q;
-      uv_timer_start(t, on_timer, s->idle_ms, 0);
+      c->deadline = now + s->idle_ms;
+      timer_arm(c, now, s->idle_ms);
     } else {
       conn_close(c);
     }

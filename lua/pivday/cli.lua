@@ -20,10 +20,13 @@ M.sandbox_instance = nil
 -- reach the live service.
 function M.use_sandbox()
   local sandbox = require "pivday.sandbox"
-  local sb = sandbox.new{}
+  -- PIVDAY_SANDBOX_SPEED runs its clock faster (make demo uses it).
+  local sb = assert(sandbox.new{ speed = tonumber(os.getenv("PIVDAY_SANDBOX_SPEED")) })
   M.sandbox_instance = sb
   local client = require "pivday.client"
   client.defaults = { base_url = sb.base_url, api_key = sb.api_key, locked = true }
+  -- A listener the script opens becomes the key's webhook URL.
+  require("pivday.webhooks").on_open = function(hooks) sb:set_webhook_url(hooks.local_url) end
   io.stderr:write(("pivday: SANDBOX at %s (no money is spent)\n"):format(sb.base_url))
   return 0
 end

@@ -773,9 +773,8 @@ local function local_error(ep, path, msg, field)
   }
 end
 
--- Validates and sends one call of `ep`.
-local function call(st, ep, ids, args)
-  local path = catalogue.expand(ep, ids)
+-- Validates and sends one call of `ep` to `path`.
+local function call_unguarded(st, ep, path, args)
   if ep.method == "GET" or ep.method == "DELETE" then
     if st.validate then
       local msg, field = check_query(ep, args, st.validate == "strict")
@@ -791,6 +790,51 @@ local function call(st, ep, ids, args)
   -- the source's curl example does.
   if #ep.body == 0 and next(args) == nil then return perform(st, ep, path, nil, nil) end
   return perform(st, ep, path, nil, build_body(ep, args))
+end
+
+-- The amount a charging call's answer reports (purchase `cost`, restore
+-- `total_charged`, proxy orders' `total_cost`, ...), in cents, or 0.
+local function reported_cents(res)
+  if type(res) ~= "table" then return 0 end
+  for _, t in ipairs { res, res.order, res.domain, res.white } do
+    if type(t) == "table" then
+      for _, k in ipairs { "cost", "total_cost", "total_charged", "price_total" } do
+        if type(t[k]) == "number" then return floor(t[k] * 100 + 0.5) end
+      end
+    end
+  end
+  return 0
+end
+
+-- The spend guard and dry run, before a charging call: nil to go ahead,
+-- else the local error to return.
+local function guard_charge(st, ep, path, args)
+  if st.dry_run then
+    st.log(("dry-run: %s %s %s"):format(ep.method, st.base_url .. path,
+      args and next(args) and json.encode(args) or ""))
+    return Error.new{ kind = "local", code = "DRY_RUN", retryable = false,
+      message = ("%s was not sent (dry run)"):format(ep.id),
+      method = ep.method, path = path, endpoint = ep.id, attempts = 0 }
+  end
+  if st.max_spend and st.spent >= st.max_spend then
+    return Error.new{ kind = "local", code = "SPEND_LIMIT", retryable = false,
+      message = ("%s refused: this client has spent %.2f of its max_spend %.2f")
+        :format(ep.id, st.spent / 100, st.max_spend / 100),
+      method = ep.method, path = path, endpoint = ep.id, attempts = 0 }
+  end
+end
+
+-- Validates and sends one call of `ep`.
+local function call(st, ep, ids, args)
+  local path = catalogue.expand(ep, ids)
+  if ep.charges and (st.dry_run or st.max_spend) then
+    local gerr = guard_charge(st, ep, path, args)
+    if gerr then return nil, gerr end
+    local res, err = call_unguarded(st, ep, path, args)
+    if res then st.spent = st.spent + reported_cents(res) end
+    return res, err
+  end
+  return call_unguarded(st, ep, path, args)
 end
 
 local function make_method(st, ep)
@@ -861,8 +905,10 @@ end
 -- PIVDAY_DEBUG=1: one stderr line per attempt), `log` (function(line),
 -- replaces stderr), `validate` (true; false skips local checks; "strict"
 -- also refuses undocumented fields), `transport` (function(request) ->
--- response | nil, err; default pivday.http.request) and `runtime` ({now=,
--- sleep=, cond=}, for tests).
+-- response | nil, err; default pivday.http.request), `runtime` ({now=,
+-- sleep=, cond=}, for tests), `max_spend` (an amount: charging calls are
+-- refused, SPEND_LIMIT, once the costs the API reported reach it) and
+-- `dry_run` (charging calls are logged, not sent: DRY_RUN).
 -- @return the client: `api.<section>.<name>(ids..., tbl)` per endpoint id,
 -- plus the iterators `numbers.each`, `numbers.each_sms`, `proxy.each_order`,
 -- `domains.each`, `whites.each`.
@@ -931,6 +977,11 @@ function M.new(opts)
     debug = debug,
     log = opts.log or function(line) io.stderr:write(line, "\n") end,
     validate = validate_opt,
+    -- spend guard, in cents of what the API reported as charged
+    max_spend = opts.max_spend ~= nil
+      and floor(check_opt(opts, "max_spend", "number >= 0", 0) * 100 + 0.5) or nil,
+    spent = 0,
+    dry_run = opts.dry_run and true or nil,
     rt = { request = opts.transport, now = rt_opts.now, sleep = rt_opts.sleep, cond = rt_opts.cond },
   }
 
@@ -949,6 +1000,15 @@ function M.new(opts)
     end
   end
   return api
+end
+
+--- What this client's charging calls cost so far, as the API reported it
+-- (an amount such as 12.5).
+function M.spent(api)
+  local st = private[api]
+  if not st then error("bad argument #1 to 'spent' (a pivday client expected)", 2) end
+  local v = st.spent / 100
+  return math.tointeger(v) or v
 end
 
 --- What a call took, kept apart from its data: `{status=, attempts=,

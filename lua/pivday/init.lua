@@ -45,6 +45,7 @@ M.step = core.step
 local lazy = {
   client = function() return require("pivday.client").new end,
   meta = function() return require("pivday.client").meta end,
+  spent = function() return require("pivday.client").spent end,
   errors = function() return require "pivday.errors" end,
   time = function() return require "pivday.time" end,
   catalogue = function() return require "pivday.catalogue" end,

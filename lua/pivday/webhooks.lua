@@ -1,0 +1,913 @@
+--- pivday.webhooks: receive piv.day events without losing any, and await them.
+--
+--     local hooks = assert(pivday.webhooks{ journal = "events.jsonl" })
+--     print("register this URL in the dashboard:", hooks.url)
+--     hooks:on("sms.received", function(ev) print(ev.data.code) end)
+--     local w = hooks:expect({"verify.completed", "verify.failed"}, { piv_num_id = id })
+--     api.numbers.verify(id, { qr_url = url })            -- the triggering call
+--     local ev, err = w:wait(300)
+--
+-- piv.day delivers an event as a plain JSON POST {event_type, timestamp,
+-- data}, unsigned and without an event id, and retries (1 s / 2 s / 4 s)
+-- unless it gets a 2xx within 5 s (REFERENCE §6, QUIRKS 27-29). So:
+--
+-- * The only credential is the URL: the path is a random secret
+--   (/hooks/<32 hex>), compared in constant time, kept beside the journal
+--   so a restart keeps the registered URL.
+-- * We answer at once and run handlers afterwards, in their own tasks.
+-- * With a journal, "2xx" means "on disk": the event line is appended and
+--   fdatasync'd before the answer. Everything that arrives in one loop turn
+--   shares one write and one fdatasync: the request callback only queues,
+--   and one flush task per turn writes, syncs, answers and dispatches.
+-- * A retried delivery (same type, timestamp and data) is answered but not
+--   delivered again (see pivday.webhooks.dedupe).
+--
+-- The listener sits directly on pivday.core's server rather than on
+-- pivday.http.server: that one starts a task per request so handlers may
+-- wait, which a webhook never needs (we answer before any user code runs),
+-- and the task per delivery would be most of the per-event cost.
+local core = require "pivday.core"
+local async = require "pivday.async"
+local json = require "pivday.json"
+local Error = require "pivday.error"
+local cidr = require "pivday.webhooks.cidr"
+local dedupe = require "pivday.webhooks.dedupe"
+local journal_mod = require "pivday.webhooks.journal"
+
+local M = {}
+
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local byte, format = string.byte, string.format
+local os_time, traceback = os.time, debug.traceback
+local decode = json.decode
+
+--- Defaults of pivday.webhooks{...}.
+M.DEFAULTS = {
+  host = "127.0.0.1",
+  port = 8787,
+  max_body = 256 * 1024,     -- the largest documented event is a restore summary
+  max_header = 16 * 1024,
+  header_timeout = 10,       -- seconds to send the request head, then cut
+  idle_timeout = 60,
+  dedupe_window = 60,        -- the sender's retries end within ~10 s of the first try
+  retention = 7 * 86400,     -- done events are compacted away after this
+  recent = 256,              -- events kept for a later wait()
+}
+
+local H_TEXT = { ["content-type"] = "text/plain; charset=utf-8" }
+local H_405 = { ["content-type"] = "text/plain; charset=utf-8", allow = "POST" }
+
+local Hooks = {}
+Hooks.__index = Hooks
+Hooks.__name = "pivday.Webhooks"
+
+local Waiter = {}
+Waiter.__index = Waiter
+Waiter.__name = "pivday.webhooks.Waiter"
+
+-- Errors -----------------------------------------------------------------
+
+local function closed_error()
+  return Error.new{ kind = "cancelled", code = "CLOSED", message = "the webhook listener was closed" }
+end
+
+local function local_error(code, message)
+  return Error.new{ kind = "local", code = code, message = message }
+end
+
+-- The secret path ------------------------------------------------------------
+
+local function random_hex(n)
+  local f, err = io.open("/dev/urandom", "rb")
+  if not f then return nil, err end
+  local s = f:read(n)
+  f:close()
+  if not s or #s ~= n then return nil, "short read from /dev/urandom" end
+  return (s:gsub(".", function(c) return format("%02x", byte(c)) end))
+end
+
+-- Replaces `file` with `text` durably (write beside, sync, rename, sync dir).
+local function write_atomic(file, text)
+  local tmp = file .. ".tmp"
+  local f, err = core.open_file(tmp, "w")
+  if not f then return nil, err end
+  local ok, werr = f:write(text)
+  if ok then ok, werr = f:sync() end
+  f:close()
+  if ok then ok, werr = os.rename(tmp, file) end
+  if not ok then
+    os.remove(tmp)
+    return nil, werr
+  end
+  core.sync_dir(file)
+  return true
+end
+
+--- The secret path for a journal: the one saved in JOURNAL.secret, or a new
+-- random one saved there (mode 0600). Without a journal, a new one each run.
+-- Returns the path, or nil and a message.
+function M.secret_path(journal_path)
+  local file = journal_path and journal_path .. ".secret"
+  if file then
+    local f = io.open(file, "rb")
+    if f then
+      local p = f:read("l")
+      f:close()
+      if p and p:match("^/hooks/%x+$") then return p end
+    end
+  end
+  local hex, err = random_hex(16)
+  if not hex then return nil, "cannot read /dev/urandom: " .. tostring(err) end
+  local path = "/hooks/" .. hex
+  if file then
+    local ok, werr = write_atomic(file, path .. "\n")
+    if not ok then return nil, ("cannot save the webhook path to %s: %s"):format(file, tostring(werr)) end
+  end
+  return path
+end
+
+-- A comparer for the secret: fn(given) -> boolean, in time that depends
+-- only on the secret's length (the path is the credential, so an early exit
+-- at the first differing byte would leak it). A byte loop costs ~40 VM
+-- instructions per byte on every request; instead the string is cut into
+-- 64-bit words by one string.unpack and the words are XORed with the
+-- secret's, all in one generated expression without branches.
+local function secret_comparer(secret)
+  local n = #secret
+  local fmt, parts = "<", {}
+  local rest = n
+  for _, w in ipairs{ { 8, "i8" }, { 4, "I4" }, { 2, "I2" }, { 1, "B" } } do
+    while rest >= w[1] do
+      fmt = fmt .. w[2]
+      rest = rest - w[1]
+      parts[#parts + 1] = true
+    end
+  end
+  local words = { string.unpack(fmt, secret) }
+  local names, xs = {}, {}
+  for i = 1, #parts do
+    names[i] = "a" .. i
+    xs[i] = ("(a%d ~ %d)"):format(i, words[i])
+  end
+  local src = ("local unpack, fmt, n = ... return function(g) if #g ~= n then return false end "
+    .. "local %s = unpack(fmt, g) return (%s) == 0 end")
+    :format(table.concat(names, ", "), table.concat(xs, " | "))
+  return assert(load(src, "=(pivday.webhooks secret)", "t", {}))(string.unpack, fmt, n)
+end
+M._secret_comparer = secret_comparer
+
+-- Matching -------------------------------------------------------------------
+
+-- nil (any type), "*", a type, or a list of types -> nil or a set.
+local function type_set(types, level)
+  if types == nil or types == "*" then return nil end
+  if type(types) == "string" then return { [types] = true } end
+  if type(types) ~= "table" then
+    error("bad argument #1 (event type or list of types expected, got " .. type(types) .. ")", level + 1)
+  end
+  local set = {}
+  for i, t in ipairs(types) do
+    if type(t) ~= "string" then error(("bad argument #1 (types[%d] is not a string)"):format(i), level + 1) end
+    if t == "*" then return nil end
+    set[t] = true
+  end
+  return set
+end
+
+-- A table of data fields or fn(data, event) -> a predicate. Field values
+-- compare equal across number and string ("42" matches 42): the API itself
+-- sends ids sometimes as strings, sometimes as integers (QUIRKS 7).
+local function matcher(match, level)
+  if match == nil then return nil end
+  if type(match) == "function" then return match end
+  if type(match) ~= "table" then
+    error("bad argument #2 (table of data fields or function expected, got " .. type(match) .. ")", level + 1)
+  end
+  local fields = {}
+  for k, v in pairs(match) do fields[k] = v end
+  return function(data)
+    for k, v in pairs(fields) do
+      local x = data[k]
+      if x ~= v then
+        local tx = type(x)
+        if x == nil or tx == type(v) or (tx ~= "number" and tx ~= "string")
+            or tostring(x) ~= tostring(v) then
+          return false
+        end
+      end
+    end
+    return true
+  end
+end
+
+-- Whether subscriber s (waiter or iterator) wants ev. A match function that
+-- raises is reported and counts as "no": it must not break delivery.
+local function wants(s, ev)
+  local types = s._types
+  if types and not types[ev.event_type] then return false end
+  local m = s._match
+  if not m then return true end
+  local ok, r = pcall(m, ev.data, ev)
+  if not ok then
+    async.report("pivday.webhooks: match function failed: " .. tostring(r))
+    return false
+  end
+  return r and true or false
+end
+
+-- Parsing a delivery ------------------------------------------------------------
+
+-- The event, or nil and why it is not one.
+local function parse_event(body)
+  if body == "" then return nil, "empty body (want a JSON event)" end
+  local ev, err = decode(body)
+  if ev == nil then return nil, "body is not JSON: " .. tostring(err) end
+  if type(ev) ~= "table" then return nil, "body is not a JSON object" end
+  local t = ev.event_type
+  if type(t) ~= "string" or t == "" then return nil, "no event_type (want {event_type, timestamp, data})" end
+  if type(ev.timestamp) ~= "string" then return nil, "no timestamp (want {event_type, timestamp, data})" end
+  local d = ev.data
+  if type(d) ~= "table" or d[1] ~= nil then return nil, "data is not an object" end
+  return ev
+end
+
+local function is_loopback(host)
+  if host == "localhost" then return true end
+  local raw = cidr.parse_ip(host)
+  if not raw then return false end
+  if #raw == 4 then return byte(raw, 1) == 127 end
+  return raw == ("\0"):rep(15) .. "\1"
+end
+
+-- Construction --------------------------------------------------------------------
+
+local function check_number(opts, name, min)
+  local v = opts[name]
+  if v == nil then return M.DEFAULTS[name] end
+  if type(v) ~= "number" or v < (min or 0) then
+    error(("bad argument #1 to 'webhooks' (field '%s' must be a number >= %s)"):format(name, min or 0), 3)
+  end
+  return v
+end
+
+--- Starts a webhook listener. opts (all optional):
+-- `host` ("127.0.0.1"; anything but loopback prints a warning unless `allow`
+-- is set), `port` (8787; 0 picks a free one), `path` (default: a random
+-- secret /hooks/<32 hex>, persisted as JOURNAL.secret), `public_url` (the
+-- HTTPS address of the proxy or tunnel in front: `hooks.url` is it joined
+-- with the path), `journal` (file: events survive crashes and restarts),
+-- `allow` (CIDR or list: other peers get 403), `max_body` (bytes, 256 KiB),
+-- `dedupe_window` (s, 60), `retention` (s a done event stays in the journal,
+-- 7 days), `recent` (events kept for a later `wait`, 256), `header_timeout`,
+-- `idle_timeout`, `max_connections`, `max_header`.
+-- Returns the listener, or nil and a pivday.Error (LISTEN_FAILED,
+-- JOURNAL_LOCKED, JOURNAL_ERROR).
+function M.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'webhooks' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local host = opts.host or M.DEFAULTS.host
+  if type(host) ~= "string" then error("bad argument #1 to 'webhooks' (field 'host' must be a string)", 2) end
+  local port = opts.port or M.DEFAULTS.port
+  if math.type(port) ~= "integer" or port < 0 or port > 65535 then
+    error("bad argument #1 to 'webhooks' (field 'port' must be an integer 0..65535)", 2)
+  end
+  if opts.path ~= nil and (type(opts.path) ~= "string" or not opts.path:match("^/[%w%-%._~/]+$")) then
+    error("bad argument #1 to 'webhooks' (field 'path' must start with / and use URL-safe characters)", 2)
+  end
+  if opts.public_url ~= nil and (type(opts.public_url) ~= "string" or not opts.public_url:match("^https?://[^/]")) then
+    error("bad argument #1 to 'webhooks' (field 'public_url' must be an http(s) URL)", 2)
+  end
+  if opts.journal ~= nil and (type(opts.journal) ~= "string" or opts.journal == "") then
+    error("bad argument #1 to 'webhooks' (field 'journal' must be a file name)", 2)
+  end
+  local allow
+  if opts.allow ~= nil then
+    local err
+    allow, err = cidr.matcher(opts.allow)
+    if not allow then error("bad argument #1 to 'webhooks' (" .. err .. ")", 2) end
+  end
+  local max_body = check_number(opts, "max_body", 1)
+  local window = check_number(opts, "dedupe_window", 0)
+  local retention = check_number(opts, "retention", 0)
+  local recent = math.tointeger(check_number(opts, "recent", 0))
+  if not recent then error("bad argument #1 to 'webhooks' (field 'recent' must be an integer)", 2) end
+
+  local self = setmetatable({
+    host = host, public_url = opts.public_url, max_body = max_body,
+    dedupe_window = window, retention = retention,
+    stats = { received = 0, duplicates = 0, rejected = 0, delivered = 0, failed = 0, replayed = 0 },
+    _allow = allow,
+    _window = dedupe.window(window),
+    _on = {},                          -- event type or "*" -> list of fns
+    _waiters = {},                     -- in registration order
+    _subs = {},                        -- events{} iterators
+    _recent = {}, _rhead = 1, _rtail = 0, _rcap = recent,
+    _acks = {}, _nacks = 0,           -- senders waiting for the journal sync
+    _arrived = {}, _narrived = 0,
+    _held = {},                        -- waiting for the first registration
+    _ready = false, _scheduled = false, _seq = 0,
+  }, Hooks)
+
+  -- The journal first: it decides the path and what is pending.
+  if opts.journal then
+    local j, err = journal_mod.open(opts.journal)
+    if not j then
+      return nil, local_error(err:find("in use", 1, true) and "JOURNAL_LOCKED" or "JOURNAL_ERROR", err)
+    end
+    self._journal = j
+    self.journal = opts.journal
+    local ok, lerr = pcall(self._load, self, j)
+    if not ok then
+      j:close()
+      return nil, local_error("JOURNAL_ERROR", tostring(lerr))
+    end
+  end
+  local path = opts.path
+  if not path then
+    local err
+    path, err = M.secret_path(opts.journal)
+    if not path then
+      if self._journal then self._journal:close() end
+      return nil, local_error("JOURNAL_ERROR", err)
+    end
+  end
+  self.path = path
+  self._is_secret = secret_comparer(path)
+
+  local srv, err = core.server({
+    host = host, port = port, max_body = max_body,
+    max_header = opts.max_header or M.DEFAULTS.max_header,
+    header_timeout = opts.header_timeout or M.DEFAULTS.header_timeout,
+    idle_timeout = opts.idle_timeout or M.DEFAULTS.idle_timeout,
+    max_connections = opts.max_connections,
+  }, function(req) self:_request(req) end)
+  if not srv then
+    if self._journal then self._journal:close() end
+    return nil, local_error("LISTEN_FAILED", ("cannot listen on %s:%d: %s"):format(host, port, tostring(err)))
+  end
+  self._srv = srv
+  self.port = srv:port()
+  local shown = host:find(":", 1, true) and ("[" .. host .. "]") or host
+  self.local_url = ("http://%s:%d%s"):format(shown, self.port, path)
+  self.url = opts.public_url and (opts.public_url:gsub("/+$", "") .. path) or self.local_url
+  self._flush_fn = function() self:_flush() end
+
+  if not is_loopback(host) and not allow then
+    io.stderr:write(("pivday.webhooks: listening on %s:%d, reachable from the network; "
+      .. "the secret path is the only protection (set allow = {CIDR...} to restrict peers)\n")
+      :format(host, self.port))
+  end
+  -- `pivday --sandbox` registers every listener a script opens as the
+  -- sandbox key's webhook URL.
+  if M.on_open then M.on_open(self) end
+  return self
+end
+
+-- Takes what the journal holds: not-done events wait for the first
+-- registration; recent arrivals refill the dedupe window; old done events
+-- are compacted away.
+function Hooks:_load(j)
+  local now = os_time()
+  local since = now - self.dedupe_window
+  local removable = 0
+  local keep_after = now - math.max(self.retention, self.dedupe_window)
+  for _, rec in ipairs(j.records) do
+    local ev = rec.event
+    if rec.at > since and type(ev.data) == "table" then
+      self._window:add(dedupe.key(ev.event_type, ev.timestamp, ev.data), rec.at)
+    end
+    if not rec.done then
+      ev.id, ev.received_at, ev.raw, ev.replayed = rec.id, rec.at, rec.body, true
+      if type(ev.data) ~= "table" then ev.data = {} end
+      self._held[#self._held + 1] = ev
+    elseif rec.at < keep_after then
+      removable = removable + 1
+    end
+  end
+  local summary = j.summary
+  j.records = nil -- the bodies are not needed any more
+  if removable > 0 or summary.skipped > 0 or (summary.done > 0 and summary.bytes > 1048576) then
+    local res, err = j:compact(keep_after)
+    if not res then async.report("pivday.webhooks: journal compaction failed: " .. tostring(err)) end
+  end
+end
+
+-- The request path: runs in the server's C callback --------------------------------
+
+function Hooks:_request(req)
+  local h = req.handle
+  local allow = self._allow
+  if allow and not allow(req.peer) then
+    self.stats.rejected = self.stats.rejected + 1
+    h:respond(403, H_TEXT, "forbidden\n")
+    return
+  end
+  if not self._is_secret(req.path) then
+    self.stats.rejected = self.stats.rejected + 1
+    h:respond(404, H_TEXT, "not found\n")
+    return
+  end
+  if req.method ~= "POST" then
+    self.stats.rejected = self.stats.rejected + 1
+    h:respond(405, H_405, "method not allowed (webhooks are POSTed)\n")
+    return
+  end
+  local body = req.body
+  local ev, why = parse_event(body)
+  if not ev then
+    self.stats.rejected = self.stats.rejected + 1
+    h:respond(400, H_TEXT, "bad request: " .. why .. "\n")
+    return
+  end
+  local now = os_time()
+  local key = dedupe.key(ev.event_type, ev.timestamp, ev.data)
+  local j = self._journal
+  local stats = self.stats
+  if self._window:seen(key, now) then
+    stats.duplicates = stats.duplicates + 1
+    if j then
+      -- Answered with the next batch: the original may still be unsynced.
+      local n = self._nacks + 1
+      self._acks[n] = h
+      self._nacks = n
+      self:_schedule()
+    else
+      h:respond(200, H_TEXT, "ok\n")
+    end
+    return
+  end
+  self._window:add(key, now)
+  stats.received = stats.received + 1
+  ev.raw, ev.received_at, ev._key = body, now, key
+  if j then
+    local id = j.next_id
+    j.next_id = id + 1
+    ev.id = id
+    j:append(id, now, body)
+    local n = self._nacks + 1
+    self._acks[n] = h
+    self._nacks = n
+  else
+    local id = self._seq + 1
+    self._seq = id
+    ev.id = id
+    h:respond(200, H_TEXT, "ok\n")
+  end
+  local n = self._narrived + 1
+  self._arrived[n] = ev
+  self._narrived = n
+  self:_schedule()
+end
+
+-- One flush task per loop turn: it starts on the next iteration, after the
+-- poll phase has read every connection that was ready, so a burst shares it.
+function Hooks:_schedule()
+  if not self._scheduled then
+    self._scheduled = true
+    async.daemon(self._flush_fn)
+  end
+end
+
+--- Writes and syncs what this turn queued, answers the waiting senders,
+-- then hands the events to handlers. Runs in the flush task (or close()).
+function Hooks:_flush()
+  self._scheduled = false
+  local acks, na = self._acks, self._nacks
+  local arrived, nr = self._arrived, self._narrived
+  if na > 0 then self._acks, self._nacks = {}, 0 end
+  if nr > 0 then self._arrived, self._narrived = {}, 0 end
+  local j = self._journal
+  if j and (na > 0 or j:pending()) then
+    local ok, err = j:flush(na > 0)
+    if not ok then
+      -- Not on disk, so not acknowledged: the sender retries, and the retry
+      -- must not be taken for a duplicate.
+      async.report("pivday.webhooks: journal write failed, answering 503: " .. tostring(err))
+      for i = 1, na do acks[i]:respond(503, H_TEXT, "journal write failed\n") end
+      for i = 1, nr do self._window:forget(arrived[i]._key) end
+      return
+    end
+  end
+  for i = 1, na do acks[i]:respond(200, H_TEXT, "ok\n") end
+  for i = 1, nr do self:_deliver(arrived[i]) end
+  if j and j:should_compact() then self:compact() end
+end
+
+-- Delivery -----------------------------------------------------------------------
+
+-- Events wait in _held until the script registered something, and keep
+-- their order behind a replay still in progress.
+-- A script that never registers anything must not grow memory for ever:
+-- past this many, the oldest held events are dropped from memory (with a
+-- journal they stay pending on disk and come back after a restart).
+local HELD_MAX = 10000
+
+function Hooks:_deliver(ev)
+  if self._ready and #self._held == 0 then
+    self:_dispatch(ev)
+  else
+    local held = self._held
+    if not self._ready and #held >= HELD_MAX then table.remove(held, 1) end
+    held[#held + 1] = ev
+  end
+end
+
+-- Called by the first on/wait/expect/events/replay: from the next loop turn
+-- on, held events (the journal's pending ones first) are delivered.
+function Hooks:_make_ready()
+  if self._ready then return end
+  self._ready = true
+  if #self._held > 0 then
+    async.daemon(function()
+      -- Events that arrive meanwhile are appended and delivered in order.
+      local i = 1
+      while i <= #self._held and not self._closed do
+        local ev = self._held[i]
+        if ev.replayed then self.stats.replayed = self.stats.replayed + 1 end
+        self:_dispatch(ev)
+        i = i + 1
+      end
+      self._held = {}
+    end)
+  end
+end
+
+local function mark_done(self, ev)
+  if ev._done then return end
+  ev._done = true
+  local j = self._journal
+  if j and ev.id then
+    j:done(ev.id)
+    self:_schedule()
+  end
+end
+
+-- Drops one hold on ev; the last one marks it done unless a handler failed.
+function Hooks:_release(ev)
+  local h = ev._holds - 1
+  ev._holds = h
+  if h == 0 then
+    if ev._failed then
+      self.stats.failed = self.stats.failed + 1
+    else
+      self.stats.delivered = self.stats.delivered + 1
+      mark_done(self, ev)
+    end
+  end
+end
+
+local function run_handler(self, fn, ev)
+  local ok, err = xpcall(fn, traceback, ev)
+  if not ok then
+    ev._failed = true
+    async.report(("pivday.webhooks: handler for %s (event %s) failed; the event stays pending: %s")
+      :format(ev.event_type, tostring(ev.id), tostring(err)))
+  end
+  self:_release(ev)
+end
+
+-- The recent ring: events no waiter took, oldest first, for a later wait.
+function Hooks:_remember(ev, unseen)
+  if self._rcap == 0 then
+    if unseen then return false end
+    return true
+  end
+  local tail = self._rtail + 1
+  self._rtail = tail
+  self._recent[tail] = ev
+  if unseen then
+    ev._recent_hold = true
+    ev._holds = ev._holds + 1
+  end
+  -- Evict down to the cap (holes left by taken events count too).
+  while tail - self._rhead + 1 > self._rcap do
+    local h = self._rhead
+    local old = self._recent[h]
+    self._recent[h] = nil
+    self._rhead = h + 1
+    if old and old._recent_hold then
+      -- Nobody asked for it while it was recent: it counts as seen now, so
+      -- unconsumed event types do not pile up in the journal.
+      old._recent_hold = nil
+      self:_release(old)
+    end
+  end
+  return true
+end
+
+-- The oldest recent event w wants, taken out of the ring.
+function Hooks:_take_recent(w)
+  local r = self._recent
+  for i = self._rhead, self._rtail do
+    local ev = r[i]
+    if ev and wants(w, ev) then
+      r[i] = nil
+      while self._rhead <= self._rtail and r[self._rhead] == nil do self._rhead = self._rhead + 1 end
+      if ev._recent_hold then
+        ev._recent_hold = nil
+        self:_release(ev)
+      end
+      return ev
+    end
+  end
+  return nil
+end
+
+-- Gives ev to the first waiter that wants it; true when one took it.
+function Hooks:_offer(ev)
+  local ws = self._waiters
+  for i = 1, #ws do
+    local w = ws[i]
+    if wants(w, ev) then
+      table.remove(ws, i)
+      w._registered = false
+      w.event = ev
+      w._cond:signal(ev)
+      return true
+    end
+  end
+  return false
+end
+
+--- Delivers one event: every `on` handler (each in its own task), every
+-- iterator that wants it, at most one waiter, else the recent ring.
+function Hooks:_dispatch(ev)
+  ev._holds = 1 -- this function's own, so nothing is marked done midway
+  local seen = false
+  local t = ev.event_type
+  for pass = 1, 2 do
+    local list = self._on[pass == 1 and t or "*"]
+    if list and (pass == 1 or t ~= "*") then
+      for i = 1, #list do
+        seen = true
+        ev._holds = ev._holds + 1
+        async.spawn(run_handler, self, list[i], ev)
+      end
+    end
+  end
+  local subs = self._subs
+  for i = 1, #subs do
+    local s = subs[i]
+    if wants(s, ev) then
+      seen = true
+      ev._holds = ev._holds + 1
+      local tail = s._t + 1
+      s._t = tail
+      s._q[tail] = ev
+      s._cond:signal()
+    end
+  end
+  if self:_offer(ev) then
+    seen = true
+  else
+    self:_remember(ev, not seen)
+  end
+  self:_release(ev)
+end
+
+-- Public API ------------------------------------------------------------------------
+
+--- Runs fn(event) in its own task for every event of `types` (a type, a
+-- list of types, or "*" for all, including types pivday does not know).
+-- An error in fn is reported with its traceback and leaves the event
+-- pending in the journal (delivered again after a restart). Returns a
+-- function that removes the handler.
+function Hooks:on(types, fn)
+  if type(fn) ~= "function" then
+    error("bad argument #2 to 'on' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local list_of
+  if types == nil or types == "*" then
+    list_of = { "*" }
+  elseif type(types) == "string" then
+    list_of = { types }
+  elseif type(types) == "table" then
+    list_of = types
+  else
+    error("bad argument #1 to 'on' (event type or list of types expected, got " .. type(types) .. ")", 2)
+  end
+  for _, t in ipairs(list_of) do
+    if type(t) ~= "string" then error("bad argument #1 to 'on' (types must be strings)", 2) end
+    local list = self._on[t] or {}
+    self._on[t] = list
+    list[#list + 1] = fn
+  end
+  self:_make_ready()
+  return function()
+    for _, t in ipairs(list_of) do
+      local list = self._on[t]
+      for i = #(list or {}), 1, -1 do
+        if list[i] == fn then table.remove(list, i) break end
+      end
+    end
+  end
+end
+
+local function new_waiter(self, types, match, level)
+  return setmetatable({
+    _hooks = self, _types = type_set(types, level + 1), _match = matcher(match, level + 1),
+    _cond = async.cond(), _registered = false, _desc = type(types) == "table" and table.concat(types, "|")
+      or tostring(types or "*"),
+  }, Waiter)
+end
+
+function Hooks:_add_waiter(w)
+  w._registered = true
+  self._waiters[#self._waiters + 1] = w
+end
+
+--- Starts waiting *now* for the next event of `types` whose data matches
+-- `match` (a table of data fields, e.g. {piv_num_id = id}, or
+-- fn(data, event) -> boolean). Call it before the call that triggers the
+-- event, then `w:wait(timeout)`. Each event satisfies at most one
+-- expectation or wait.
+function Hooks:expect(types, match)
+  local w = new_waiter(self, types, match, 2)
+  self:_make_ready()
+  if self._closed then
+    w._err = closed_error()
+  else
+    self:_add_waiter(w)
+  end
+  return w
+end
+
+--- Waits for an event of `types` matching `match` (see expect); an event
+-- that arrived shortly before the call (one of the last `recent`) counts
+-- too, oldest first. Returns the event, or nil and a TIMEOUT (or CLOSED)
+-- pivday.Error. `hooks:wait(types, timeout)` works too.
+function Hooks:wait(types, match, timeout)
+  if timeout == nil and type(match) == "number" then match, timeout = nil, match end
+  local w = new_waiter(self, types, match, 2)
+  self:_make_ready()
+  local ev = self:_take_recent(w)
+  if ev then
+    w.event = ev
+    return ev
+  end
+  if self._closed then return nil, closed_error() end
+  self:_add_waiter(w)
+  return w:wait(timeout)
+end
+
+--- Waits until the expected event arrives (at most `timeout` seconds; no
+-- timeout waits for ever). Returns the event, or nil and a pivday.Error
+-- (TIMEOUT, or CLOSED when the listener closed). After a timeout the
+-- expectation is withdrawn, so it cannot swallow a later event; asking
+-- again returns the same answer.
+function Waiter:wait(timeout)
+  if self.event then return self.event end
+  if self._err then return nil, self._err end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("bad argument #1 to 'wait' (non-negative number of seconds expected)", 2)
+  end
+  local ok, r, err = pcall(self._cond.wait, self._cond, timeout)
+  local ev = self.event
+  if not ok then
+    -- Cancelled while waiting: an event handed over meanwhile goes back.
+    self:cancel()
+    if ev then
+      self.event = nil
+      local hooks = self._hooks
+      if not hooks:_offer(ev) then hooks:_remember(ev, false) end
+    end
+    error(r, 0)
+  end
+  if ev then return ev end
+  self:cancel()
+  if not self._err then
+    if err and err.code == "TIMEOUT" then
+      err = Error.new{ kind = "timeout", code = "TIMEOUT",
+        message = ("no %s event within %g s"):format(self._desc, timeout or 0) }
+    end
+    self._err = err or closed_error()
+  end
+  return nil, self._err
+end
+
+--- Withdraws the expectation (an event it already got stays its own).
+function Waiter:cancel()
+  if not self._registered then return end
+  self._registered = false
+  local ws = self._hooks._waiters
+  for i = #ws, 1, -1 do
+    if ws[i] == self then table.remove(ws, i) break end
+  end
+end
+
+--- An iterator over events of `opts.types` matching `opts.match`, for
+-- long-running consumers: `for ev in hooks:events{types = "sms.received"} do
+-- ... end`. Like `on`, it sees every such event (it does not take them from
+-- waits); an event counts as handled when the loop asks for the next one, so
+-- one the loop never finished stays pending in the journal. The loop ends
+-- when the listener closes, or after `opts.timeout` seconds without an event.
+-- Leaving the loop early (break, error) unsubscribes.
+function Hooks:events(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #1 to 'events' (table expected)", 2) end
+  local sub = { _types = type_set(opts.types, 2), _match = matcher(opts.match, 2),
+    _q = {}, _h = 1, _t = 0, _cond = async.cond() }
+  local timeout = opts.timeout
+  self._subs[#self._subs + 1] = sub
+  self:_make_ready()
+  local last
+  local function close()
+    if sub.gone then return end
+    sub.gone = true
+    local subs = self._subs
+    for i = #subs, 1, -1 do if subs[i] == sub then table.remove(subs, i) break end end
+    if last then self:_release(last) last = nil end
+    -- Queued but never seen: not done.
+    for i = sub._h, sub._t do
+      local ev = sub._q[i]
+      sub._q[i] = nil
+      ev._failed = true
+      self:_release(ev)
+    end
+    sub._h = sub._t + 1
+  end
+  local function next_event()
+    if last then self:_release(last) last = nil end
+    while not sub.gone do
+      if sub._h <= sub._t then
+        local ev = sub._q[sub._h]
+        sub._q[sub._h] = nil
+        sub._h = sub._h + 1
+        last = ev
+        return ev
+      end
+      if self._closed then break end
+      local ok = sub._cond:wait(timeout)
+      if not ok then break end
+    end
+    close()
+    return nil
+  end
+  sub.close = close
+  return next_event, nil, nil, setmetatable({}, { __close = close, __name = "pivday.webhooks.Events" })
+end
+
+--- Delivers the events the journal holds as not done (and those that came
+-- before anything was registered). Happens by itself on the first
+-- on/wait/expect/events; call it when a script only wants the backlog.
+-- Returns how many events are queued for delivery.
+function Hooks:replay()
+  local n = #self._held
+  self:_make_ready()
+  return n
+end
+
+--- Compacts the journal now (done events older than `retention` go).
+-- Returns {kept, removed, bytes}, or nil and a message.
+function Hooks:compact()
+  local j = self._journal
+  if not j then return nil, "no journal" end
+  local res, err = j:compact(os_time() - math.max(self.retention, self.dedupe_window))
+  if not res then async.report("pivday.webhooks: journal compaction failed: " .. tostring(err)) end
+  return res, err
+end
+
+--- Stops listening: answers what is queued, syncs and closes the journal,
+-- and ends waits (CLOSED) and iterators. Handlers still running finish;
+-- their done marks are lost, so those events are delivered again next time.
+function Hooks:close()
+  if self._closed then return end
+  self:_flush()
+  self._closed = true
+  if self._srv then
+    self._srv:close()
+    self._srv = nil
+  end
+  if self._journal then
+    self._journal:close()
+    self._journal = nil
+  end
+  local err = closed_error()
+  local ws = self._waiters
+  self._waiters = {}
+  for _, w in ipairs(ws) do
+    w._registered = false
+    w._err = err
+    w._cond:broadcast()
+  end
+  for _, s in ipairs(self._subs) do s._cond:broadcast() end
+end
+Hooks.__close = Hooks.close
+
+function Hooks:__tostring()
+  return ("pivday.Webhooks (%s)"):format(self._closed and "closed" or self.url)
+end
+
+--- Number of open connections.
+function Hooks:connections()
+  return self._srv and self._srv:connections() or 0
+end
+
+--- True once closed.
+function Hooks:closed()
+  return self._closed == true
+end
+
+return M

@@ -1,0 +1,155 @@
+--- pivday.webhooks.dedupe: recognising a retried delivery.
+--
+-- piv.day events carry no id (QUIRKS 27), and the sender retries a delivery
+-- it thinks failed (no 2xx within 5 s, or a connection cut after we had
+-- answered). A retry repeats type, timestamp and data, so those three are
+-- the identity: `key` writes them canonically (data as JSON with sorted
+-- keys, so a re-serialised body with another key order still matches) and
+-- a `Window` remembers keys for `window` seconds of wall-clock time. Wall
+-- clock, not monotonic: the journal persists arrival times across restarts
+-- and the window is rebuilt from them.
+--
+-- The price: two genuinely separate events with the same type, timestamp
+-- (whole seconds) and data inside the window are merged into one.
+local json = require "pivday.json"
+
+local M = {}
+
+local type, pairs, sort, concat, format = type, pairs, table.sort, table.concat, string.format
+local mtype, encode, null = math.type, json.encode, json.null
+
+-- Quotes a string for the dedupe key: %q is one C call and injective, while
+-- JSON escaping (cjson per string, or a pattern scan first) costs several
+-- times more and this runs on every delivery.
+local function quote_fast(s)
+  return format("%q", s)
+end
+
+-- Appends the canonical form of v to out (n items so far), strings quoted
+-- by `quote`; returns the new n.
+local function canon(v, out, n, quote)
+  local tv = type(v)
+  if tv == "string" then
+    n = n + 1
+    out[n] = quote(v)
+  elseif tv == "number" then
+    n = n + 1
+    out[n] = mtype(v) == "integer" and format("%d", v) or format("%.17g", v)
+  elseif tv == "boolean" then
+    n = n + 1
+    out[n] = v and "true" or "false"
+  elseif tv == "table" then
+    if v[1] ~= nil or json.is_array(v) then
+      n = n + 1
+      out[n] = "["
+      for i = 1, #v do
+        if i > 1 then n = n + 1 out[n] = "," end
+        n = canon(v[i], out, n, quote)
+      end
+      n = n + 1
+      out[n] = "]"
+    else
+      local keys, k = {}, 0
+      for key in pairs(v) do
+        k = k + 1
+        keys[k] = tostring(key)
+      end
+      sort(keys)
+      n = n + 1
+      out[n] = "{"
+      for i = 1, k do
+        local key = keys[i]
+        if i > 1 then n = n + 1 out[n] = "," end
+        out[n + 1] = quote(key)
+        out[n + 2] = ":"
+        n = canon(v[key], out, n + 2, quote)
+      end
+      n = n + 1
+      out[n] = "}"
+    end
+  elseif v == null or v == nil then
+    n = n + 1
+    out[n] = "null"
+  else
+    n = n + 1
+    out[n] = tostring(v)
+  end
+  return n
+end
+
+--- The canonical JSON text of a decoded value: object keys sorted, numbers
+-- written so that 7.5 and 7.50 agree, no whitespace.
+function M.canonical(v)
+  local out = {}
+  local n = canon(v, out, 0, encode)
+  return concat(out, "", 1, n)
+end
+
+--- The identity of a delivery: type, timestamp and data in canonical form
+-- (the structure of `canonical`, strings quoted Lua-style for speed).
+function M.key(event_type, timestamp, data)
+  local out = { event_type, "\0", tostring(timestamp), "\0" }
+  local n = canon(data, out, 4, quote_fast)
+  return concat(out, "", 1, n)
+end
+
+local Window = {}
+Window.__index = Window
+Window.__name = "pivday.webhooks.Window"
+
+--- A window of `seconds`, holding at most `cap` keys (the oldest go first
+-- when a flood exceeds it, so memory stays bounded).
+function M.window(seconds, cap)
+  return setmetatable({
+    seconds = seconds, cap = cap or 100000,
+    _at = {},        -- key -> arrival time (epoch seconds)
+    _keys = {}, _times = {}, _head = 1, _tail = 0, -- arrival order, for expiry
+  }, Window)
+end
+
+-- Drops keys that arrived `seconds` or more before now.
+function Window:_expire(now)
+  local keys, times, at = self._keys, self._times, self._at
+  local h, limit = self._head, now - self.seconds
+  while h <= self._tail and (times[h] <= limit or self._tail - h >= self.cap) do
+    local k = keys[h]
+    -- Only forget the key when this queue entry is its latest arrival.
+    if at[k] == times[h] then at[k] = nil end
+    keys[h], times[h] = nil, nil
+    h = h + 1
+  end
+  self._head = h
+end
+
+--- True when key was seen less than `seconds` before `now`.
+function Window:seen(key, now)
+  local t = self._at[key]
+  if t == nil then return false end
+  if t > now - self.seconds then return true end
+  self:_expire(now)
+  return false
+end
+
+--- Remembers key as arrived at `now` (epoch seconds).
+function Window:add(key, now)
+  self:_expire(now)
+  local tail = self._tail + 1
+  self._tail = tail
+  self._keys[tail], self._times[tail] = key, now
+  self._at[key] = now
+end
+
+--- Forgets key (its delivery was not acknowledged after all, so the
+-- sender's retry must be taken as new).
+function Window:forget(key)
+  self._at[key] = nil
+end
+
+--- Number of keys held.
+function Window:count()
+  local n = 0
+  for _ in pairs(self._at) do n = n + 1 end
+  return n
+end
+
+return M
