@@ -1,0 +1,35 @@
+--- bench/webhooks.lua: row 2, the webhook listener under wrk.
+--
+--     pivday bench/webhooks.lua [JOURNAL]
+--
+-- Starts pivday.webhooks on an ephemeral 127.0.0.1 port (with the journal
+-- when a path is given) whose sms.received handler reads ev.data and
+-- counts. Prints "url=…" once listening, serves until SIGTERM/SIGINT, then
+-- prints "handled=N distinct=N" and the listener's stats as stat_NAME=N.
+local pivday = require "pivday"
+
+local journal = arg[1]
+if journal == "" then journal = nil end
+
+local handled, distinct, seen = 0, 0, {}
+local stats = {}
+
+pivday.run(function()
+  local hooks = assert(pivday.webhooks{ host = "127.0.0.1", port = 0, path = "/hooks",
+    journal = journal })
+  hooks:on("sms.received", function(ev)
+    local code = ev.data.code
+    handled = handled + 1
+    if code and not seen[code] then
+      seen[code] = true
+      distinct = distinct + 1
+    end
+  end)
+  io.stdout:write("url=", hooks.url, "\n")
+  io.stdout:flush()
+  pivday.wait_signal()
+  for k, v in pairs(hooks.stats or {}) do stats[#stats + 1] = ("stat_%s=%s"):format(k, v) end
+  table.sort(stats)
+  hooks:close()
+end)
+io.stdout:write(("handled=%d distinct=%d %s\n"):format(handled, distinct, table.concat(stats, " ")))
