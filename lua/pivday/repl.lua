@@ -86,6 +86,22 @@ function M.setup_api(env)
   return ("`api` talks to the LIVE service at %s: calls spend money"):format(env.api.base_url)
 end
 
+--- Every webhook listener opened in the REPL prints its events above the
+-- prompt as they arrive (an `on "*"` handler: it takes no event from a
+-- wait or expect).
+function M.show_events(say)
+  local webhooks = require "pivday.webhooks"
+  local json = require "pivday.json"
+  local previous = webhooks.on_open
+  webhooks.on_open = function(hooks)
+    if previous then previous(hooks) end
+    hooks:on("*", function(ev)
+      local ok, data = pcall(json.encode, ev.data)
+      say(("[event] %s %s"):format(tostring(ev.event_type), ok and data or "?"))
+    end)
+  end
+end
+
 local function format_results(r)
   local parts = {}
   for i = 1, r.n do parts[i] = pretty.format(r[i]) end
@@ -115,6 +131,7 @@ function M.main(args, opts)
   if opts.setup then opts.setup(env, say) end
   env.pivday = require "pivday"
   local api_line = M.setup_api(env)
+  M.show_events(say)
 
   local buffer = nil     -- lines of an incomplete chunk
   local current = nil    -- the task evaluating a chunk
