@@ -12,13 +12,15 @@ SANITIZE   ?=
 
 BUILD  := build
 LUAVER := 5.4
+# Install directories; LuaRocks passes BINDIR, LIBDIR (C modules) and
+# LUADIR (Lua files) on the command line, which overrides these.
 BINDIR := $(PREFIX)/bin
 LIBDIR := $(PREFIX)/lib/lua/$(LUAVER)
-SHRDIR := $(PREFIX)/share/lua/$(LUAVER)
+LUADIR := $(PREFIX)/share/lua/$(LUAVER)
 MANDIR := $(PREFIX)/share/man/man1
 
 DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-cjson libuv1-dev \
-            libcurl4-openssl-dev lua-busted node-llhttp libedit-dev
+            libcurl4-openssl-dev lua-busted node-llhttp libedit-dev luarocks groff-base
 
 PKGS         := lua5.4 libuv libcurl
 PKG_CFLAGS    = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
@@ -138,14 +140,17 @@ check-valgrind: all
 	  $(LUA) $$(command -v $(BUSTED)) $(BUSTED_ARGS)
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pivday $(DESTDIR)$(SHRDIR)/pivday
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pivday $(DESTDIR)$(LUADIR)/pivday \
+	  $(DESTDIR)$(MANDIR)
 	install -m 755 $(HOST) $(DESTDIR)$(BINDIR)/pivday
 	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/pivday/core.so
-	cd lua && find pivday -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(SHRDIR)/{} \;
+	cd lua && find pivday -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
+	install -m 644 pivday.1 $(DESTDIR)$(MANDIR)/pivday.1
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/pivday $(DESTDIR)$(LIBDIR)/pivday/core.so
-	rm -rf $(DESTDIR)$(SHRDIR)/pivday
+	rm -f $(DESTDIR)$(MANDIR)/pivday.1
+	rm -rf $(DESTDIR)$(LUADIR)/pivday
 	-rmdir $(DESTDIR)$(LIBDIR)/pivday 2>/dev/null
 
 clean:
@@ -153,3 +158,6 @@ clean:
 
 # `make bench` (and bench-build, bench-deps): see bench/bench.mk.
 -include bench/bench.mk
+
+# `make fuzz`, `make lint` (and harden-deps): see spec/fuzz/fuzz.mk.
+-include spec/fuzz/fuzz.mk
