@@ -54,7 +54,9 @@ enum {
   /* After the last answer on a closing connection: how long to keep
    * reading (and discarding) so that closing with unread input doesn't
    * reset the connection before the client has read the answer. */
-  LINGER_MS = 2000
+  LINGER_MS = 2000,
+  /* Most body bytes reserved at once from a Content-Length. */
+  BODY_PRESIZE = 256 * 1024
 };
 
 /* What the connection's one timer currently means. */
@@ -521,7 +523,9 @@ static int conn_send(pd_conn_t *c, const char *data, size_t len, int kind,
   uv_buf_t b;
   int n;
 
-  b = uv_buf_init((char *)data, (unsigned int)len);
+  /* Not uv_buf_init: its length is an unsigned int. */
+  b.base = (char *)data;
+  b.len = len;
   n = uv_try_write(st, &b, 1);
   if (n == UV_EAGAIN || n == UV_ENOSYS)
     n = 0;
@@ -546,7 +550,8 @@ static int conn_send(pd_conn_t *c, const char *data, size_t len, int kind,
   } else {
     req = &wb->req;
   }
-  b = uv_buf_init((char *)data + n, (unsigned int)(len - (size_t)n));
+  b.base = (char *)data + n;
+  b.len = len - (size_t)n;
   if (uv_write(req, st, &b, 1, on_write) != 0) {
     if (kind == SEND_OWN) {
       c->out_busy = 0;
@@ -627,7 +632,9 @@ static int conn_answer(pd_conn_t *c, int status, const pd_header_t *h,
   if (*close_after)
     need += sizeof("Connection: close\r\n") - 1;
   else if (c->http10)
-    keep_alive_header = 1, need += sizeof("Connection: keep-alive\r\n") - 1;
+    keep_alive_header = 1;  /* a 1.0 client assumes close otherwise */
+  if (keep_alive_header)
+    need += sizeof("Connection: keep-alive\r\n") - 1;
   need += 2;
   if (with_body)
     need += body_len;
@@ -949,8 +956,12 @@ static int on_headers_complete(llhttp_t *p) {
     /* Refuse an announced body before a byte of it is read. */
     if (p->content_length > s->max_body)
       return fail_with(c, 413);
+    /* Reserve what is announced, up to a point: many connections could
+     * announce big bodies they never send. */
     if (p->content_length > 0 &&
-        buf_reserve(&c->body, (size_t)p->content_length) != 0)
+        buf_reserve(&c->body, p->content_length < BODY_PRESIZE
+                                  ? (size_t)p->content_length
+                                  : BODY_PRESIZE) != 0)
       return fail_with(c, 500);
   }
   has_body = (p->flags & F_CHUNKED) ||
@@ -1492,6 +1503,8 @@ int pd_server_listen(uv_loop_t *loop, const pd_server_opts_t *opts,
   pd_server_t *s;
   struct sockaddr_storage ss;
   const char *host;
+  char host6[64];
+  size_t hlen;
   int len;
   int r;
 
@@ -1504,6 +1517,15 @@ int pd_server_listen(uv_loop_t *loop, const pd_server_opts_t *opts,
   if (o.port < 0 || o.port > 65535 || o.max_connections < 0 || o.backlog < 0)
     return PD_EINVAL;
   host = o.host != NULL ? o.host : "127.0.0.1";
+  hlen = strlen(host);
+  if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+    /* "[::1]", as written in URLs. */
+    if (hlen - 2 >= sizeof(host6))
+      return PD_EINVAL;
+    memcpy(host6, host + 1, hlen - 2);
+    host6[hlen - 2] = '\0';
+    host = host6;
+  }
   memset(&ss, 0, sizeof(ss));
   if (strchr(host, ':') != NULL)
     r = uv_ip6_addr(host, o.port, (struct sockaddr_in6 *)&ss);
