@@ -2,20 +2,74 @@
  *
  * cb(res) gets {status, headers (lower-cased names), body, elapsed}; on
  * failure cb(nil, err) gets a pivday.Error table {kind, code, message,
- * sent}.  The callback runs from the loop after libcurl has returned.  The
- * returned Transfer userdata can cancel; dropping it does not cancel (the
- * callback keeps the work alive).
+ * sent}.  The callback runs from the loop after libcurl has returned.
+ *
+ * core.request returns an integer id, not a userdata: a userdata with a
+ * finalizer per request cost an allocation, a metatable lookup and a
+ * finalizer call in the GC on the hot path, and nobody needs more than
+ * "cancel this one".  core.cancel(id) cancels the transfer and drops its
+ * callback (it will not be called: the canceller already knows); an id
+ * that has finished, been cancelled or never existed is ignored.  Ids are
+ * a slot number in the low 32 bits and a generation in the high ones, so a
+ * stale id never reaches the transfer that reused its slot.  Dropping the
+ * id does not cancel (the callback keeps the work alive).
  */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lpd.h"
 
 typedef struct {
   pd_transfer_t *t;
-  void **box;   /* the Transfer userdata's slot, NULL once collected */
+  lua_Integer id;
+  uint32_t slot;
   int cb_ref;
 } lpd_xfer_t;
+
+/* In-flight transfers by slot, with a stack of free slots.  Only cancel
+ * looks them up; a request takes a slot and its callback gives it back. */
+static lpd_xfer_t **slots;
+static uint32_t *free_slots;
+static uint32_t nslots, nfree, slots_cap;
+static uint32_t generation;
+
+static int slot_take(lpd_xfer_t *x) {
+  if (nfree == 0 && nslots == slots_cap) {
+    uint32_t cap = slots_cap ? slots_cap * 2 : 64;
+    lpd_xfer_t **ns = realloc(slots, sizeof(*ns) * cap);
+    if (ns == NULL) return -1;
+    slots = ns;
+    uint32_t *nf = realloc(free_slots, sizeof(*nf) * cap);
+    if (nf == NULL) return -1;
+    free_slots = nf;
+    slots_cap = cap;
+  }
+  x->slot = nfree > 0 ? free_slots[--nfree] : nslots++;
+  /* 31 bits of generation: ids stay positive integers. */
+  generation = (generation + 1) & 0x7fffffffu;
+  if (generation == 0) generation = 1;
+  x->id = (lua_Integer)(((uint64_t)generation << 32) | x->slot);
+  slots[x->slot] = x;
+  return 0;
+}
+
+/* Frees the slot arrays once the module is closing and nothing is in
+ * flight (the module is unloaded after that: nothing may stay behind). */
+static void slots_release(void) {
+  if (nfree != nslots) return;
+  free(slots);
+  free(free_slots);
+  slots = NULL;
+  free_slots = NULL;
+  nslots = nfree = slots_cap = 0;
+}
+
+static void slot_give(lpd_xfer_t *x) {
+  slots[x->slot] = NULL;
+  free_slots[nfree++] = x->slot;
+  if (lpd_ctx->closing) slots_release();
+}
 
 #define MAX_STACK_HEADERS 32
 
@@ -76,10 +130,10 @@ static void response_cb(pd_transfer_t *t, const pd_response_t *res,
   lpd_xfer_t *x = arg;
   lua_State *L = lpd_ctx->L;
   lpd_ctx->inflight--;
-  if (x->box) *x->box = NULL;
+  slot_give(x);
   int cb_ref = x->cb_ref;
   free(x);
-  if (cb_ref == LUA_NOREF) return;
+  if (cb_ref == LUA_NOREF) return;       /* cancelled through core.cancel */
   lua_rawgeti(L, LUA_REGISTRYINDEX, cb_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, cb_ref);
   if (res->err == 0) {
@@ -117,7 +171,7 @@ static pd_client_t *shared_client(lua_State *L) {
 }
 
 /* request{method=, url=, headers={}, body=, timeout=, connect_timeout=,
- *         max_body=, no_resend=, insecure=}, cb -> Transfer */
+ *         max_body=, no_resend=, insecure=}, cb -> id */
 static int l_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -142,9 +196,9 @@ static int l_request(lua_State *L) {
   int hidx = lua_gettop(L);
   if (htype == LUA_TTABLE) {
     /* Numbers converted to strings are kept in `anchor` so their bytes
-     * stay valid until pd_client_send has copied them. */
-    lua_newtable(L);
-    int anchor = lua_gettop(L);
+     * stay valid until pd_client_send has copied them; made on the first
+     * number only (headers are nearly always strings). */
+    int anchor = 0;
     lua_pushnil(L);
     while (lua_next(L, hidx)) {
       int vt = lua_type(L, -1);
@@ -166,6 +220,12 @@ static int l_request(lua_State *L) {
       }
       h[nh].name = lua_tolstring(L, -2, &h[nh].name_len);
       if (vt == LUA_TNUMBER) {
+        if (anchor == 0) {
+          /* Below the key and value lua_next is using: move it there. */
+          lua_newtable(L);
+          lua_insert(L, -3);
+          anchor = lua_gettop(L) - 2;
+        }
         lua_pushvalue(L, -1);
         h[nh].value = lua_tolstring(L, -1, &h[nh].value_len);
         lua_rawseti(L, anchor, (lua_Integer)nh + 1);
@@ -182,38 +242,111 @@ static int l_request(lua_State *L) {
   req.nheaders = nh;
 
   pd_client_t *c = shared_client(L);
-  void **box = lpd_newbox(L, LPD_TRANSFER);
   lpd_xfer_t *x = malloc(sizeof(*x));
-  if (x == NULL) {
+  if (x == NULL || slot_take(x) < 0) {
+    free(x);
     if (h != stack_h) free(h);
     return luaL_error(L, "pivday: out of memory");
   }
   lua_pushvalue(L, 2);
   x->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  x->box = box;
   int rc = pd_client_send(c, &req, response_cb, x, &x->t);
   if (h != stack_h) free(h);
   if (rc < 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, x->cb_ref);
+    slot_give(x);
     free(x);
     return luaL_error(L, "pivday: request: %s", pd_strerror(rc));
   }
   lpd_ctx->inflight++;
-  *box = x;
+  lua_pushinteger(L, x->id);
   return 1;
 }
 
-static int xfer_cancel(lua_State *L) {
-  void **box = luaL_checkudata(L, 1, LPD_TRANSFER);
-  if (*box) pd_transfer_cancel(((lpd_xfer_t *)*box)->t);
+/* cancel(id): cancels the transfer and drops its callback.  The transfer
+ * itself finishes (CANCELLED) on the next loop iteration, unseen. */
+static int l_cancel(lua_State *L) {
+  lua_Integer id = luaL_checkinteger(L, 1);
+  uint32_t slot = (uint32_t)((uint64_t)id & 0xffffffffu);
+  if (id > 0 && slot < nslots && slots[slot] != NULL && slots[slot]->id == id) {
+    lpd_xfer_t *x = slots[slot];
+    if (x->cb_ref != LUA_NOREF) {
+      luaL_unref(L, LUA_REGISTRYINDEX, x->cb_ref);
+      x->cb_ref = LUA_NOREF;
+    }
+    pd_transfer_cancel(x->t);
+  }
   return 0;
 }
 
-static int xfer_gc(lua_State *L) {
-  void **box = luaL_checkudata(L, 1, LPD_TRANSFER);
-  if (*box) ((lpd_xfer_t *)*box)->box = NULL;
-  *box = NULL;
-  return 0;
+/* ------------------------------------------------ JSON post-passes -- */
+
+/* pivday.json's fix-up after cjson (which decodes every number as a
+ * float): integral floats become integers, in place, in nested tables.
+ * Done here because a Lua loop pays a call into `next` per field, which
+ * cost more than the decode itself.  Same rule as math.tointeger. */
+static void fix_numbers(lua_State *L, int idx, int depth) {
+  if (depth > 1000) luaL_error(L, "pivday.json: nesting too deep");
+  luaL_checkstack(L, 4, "pivday.json: nesting too deep");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int t = lua_type(L, -1);
+    if (t == LUA_TNUMBER) {
+      int ok = 0;
+      if (!lua_isinteger(L, -1)) {
+        lua_Integer i = lua_tointegerx(L, -1, &ok);
+        if (ok) {
+          lua_pushvalue(L, -2);
+          lua_pushinteger(L, i);
+          lua_rawset(L, idx);        /* an existing key: allowed in next */
+        }
+      }
+    } else if (t == LUA_TTABLE) {
+      fix_numbers(L, lua_gettop(L), depth + 1);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* fix_numbers(v) -> v */
+static int l_fix_numbers(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) fix_numbers(L, 1, 0);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* The client's strip_nulls: fields equal to `null` are removed from
+ * objects, recursively; lists (a first key that is an integer: cjson gives
+ * objects string keys only) keep theirs, so `#` and ipairs still work. */
+static void strip_nulls(lua_State *L, int idx, int null, int depth) {
+  int first = 1, is_list = 0;
+  if (depth > 1000) luaL_error(L, "pivday: nesting too deep");
+  luaL_checkstack(L, 4, "pivday: nesting too deep");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (first) {
+      is_list = lua_isinteger(L, -2);
+      first = 0;
+    }
+    if (lua_rawequal(L, -1, null)) {
+      if (!is_list) {
+        lua_pushvalue(L, -2);
+        lua_pushnil(L);
+        lua_rawset(L, idx);          /* clearing a field: allowed in next */
+      }
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+      strip_nulls(L, lua_gettop(L), null, depth + 1);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* strip_nulls(v, null) -> v */
+static int l_strip_nulls(lua_State *L) {
+  lua_settop(L, 2);
+  if (lua_type(L, 1) == LUA_TTABLE) strip_nulls(L, 1, 2, 0);
+  lua_settop(L, 1);
+  return 1;
 }
 
 static int l_inflight(lua_State *L) {
@@ -231,16 +364,19 @@ void lpd_client_shutdown(void) {
     pd_client_close(lpd_ctx->client, client_closed, NULL);
     lpd_ctx->client = NULL;
   }
+  /* Cancelled transfers still to call back free them from slot_give. */
+  slots_release();
 }
 
 int lpd_client_open(lua_State *L) {
-  static const luaL_Reg m[] = {{"cancel", xfer_cancel},
-                               {"__gc", xfer_gc},
-                               {"__close", xfer_gc},
-                               {NULL, NULL}};
-  lpd_newclass(L, LPD_TRANSFER, m);
   lua_pushcfunction(L, l_request);
   lua_setfield(L, -2, "request");
+  lua_pushcfunction(L, l_cancel);
+  lua_setfield(L, -2, "cancel");
+  lua_pushcfunction(L, l_fix_numbers);
+  lua_setfield(L, -2, "json_fix_numbers");
+  lua_pushcfunction(L, l_strip_nulls);
+  lua_setfield(L, -2, "json_strip_nulls");
   lua_pushcfunction(L, l_inflight);
   lua_setfield(L, -2, "inflight");
   return 0;

@@ -34,7 +34,8 @@
  * and let the buffer double beyond it. */
 #define MAX_PREALLOC ((size_t)16 << 20)
 /* Easy handles kept for reuse.  curl_easy_reset is cheaper than a new
- * handle and keeps nothing of the previous request. */
+ * handle and keeps nothing of the previous request; a handle that carried a
+ * plain GET skips even that (see easy_put). */
 #define POOL_MAX 32
 
 /* ------------------------------------------------------------- lists -- */
@@ -142,6 +143,8 @@ struct pd_transfer_s {
   uint64_t start;            /* uv_hrtime() at send */
   CURLcode result;
   int state;
+  int plain;                 /* a GET without body or `insecure` (easy_put) */
+  int configured;            /* `easy` has the options every transfer sets */
   int attempts;              /* times libcurl was about to send the request */
   int no_resend;
   int cancelled;
@@ -169,6 +172,7 @@ struct pd_client_s {
   link_t done;
   link_t socks;
   CURL *pool[POOL_MAX];
+  char pool_configured[POOL_MAX]; /* see easy_put */
   int npool;
   size_t pending;
   size_t max_body;
@@ -254,27 +258,47 @@ static const char *curl_code_name(CURLcode rc) {
 
 /* ---------------------------------------------------- easy handles -- */
 
-static CURL *easy_get(pd_client_t *c) {
-  if (c->npool > 0)
-    return c->pool[--c->npool];
+static CURL *easy_get(pd_client_t *c, int *configured) {
+  *configured = 0;
+  if (c->npool > 0) {
+    c->npool--;
+    *configured = c->pool_configured[c->npool];
+    return c->pool[c->npool];
+  }
   return curl_easy_init();
 }
 
-/* Resets at once, so the handle keeps no pointer into the transfer being
- * freed (error buffer, header list, callback data). */
-static void easy_put(pd_client_t *c, CURL *e) {
+/* Takes the handle back at once, keeping no pointer into the transfer being
+ * freed (error buffer, header list, callback data).  A handle that carried
+ * a plain GET goes back as it is, minus those pointers: the next transfer
+ * sets every option a plain GET sets (setup), and libcurl starts each
+ * transfer's own state afresh (Curl_pretransfer: info, progress, auth
+ * wants), the documented way to reuse a handle.  Any other transfer (a
+ * body, a custom method, HEAD, insecure) leaves options a later one must
+ * not inherit: that handle is reset, as a new one would be. */
+static void easy_put(pd_client_t *c, CURL *e, int plain) {
   if (e == NULL)
     return;
   if (c->multi == NULL || c->npool == POOL_MAX) {
     curl_easy_cleanup(e);
     return;
   }
-  curl_easy_reset(e);
+  if (plain) {
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)NULL);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, (char *)NULL);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)NULL);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)NULL);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, (void *)NULL);
+  } else {
+    curl_easy_reset(e);
+  }
+  c->pool_configured[c->npool] = (char)(plain != 0);
   c->pool[c->npool++] = e;
 }
 
 static void transfer_free(pd_transfer_t *t) {
-  easy_put(t->c, t->easy);
+  easy_put(t->c, t->easy, t->plain);
   curl_slist_free_all(t->slist);
   free(t->upload);
   buf_free(&t->head);
@@ -924,25 +948,31 @@ static int setup(pd_transfer_t *t, const pd_request_t *req,
       rc = curl_easy_setopt(e, opt, val);                                     \
   } while (0)
 
+  /* Options that are the same for every transfer: once per handle (see
+   * easy_put).  The rest is set for every transfer, even when it is the
+   * default, because a reused handle holds the previous GET's values. */
+  if (!t->configured) {
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_WRITEFUNCTION, on_write);
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    if (rc == CURLE_OK)
+      t->configured = 1;
+  }
   SET(CURLOPT_PRIVATE, (void *)t);
   SET(CURLOPT_URL, req->url);
-  SET(CURLOPT_PROTOCOLS_STR, "http,https");
-  SET(CURLOPT_NOSIGNAL, 1L);
-  SET(CURLOPT_TCP_NODELAY, 1L);
-  SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   SET(CURLOPT_ERRORBUFFER, t->errbuf);
-  SET(CURLOPT_HEADERFUNCTION, on_header);
   SET(CURLOPT_HEADERDATA, (void *)t);
-  SET(CURLOPT_WRITEFUNCTION, on_write);
   SET(CURLOPT_WRITEDATA, (void *)t);
-  SET(CURLOPT_PREREQFUNCTION, on_prereq);
   SET(CURLOPT_PREREQDATA, (void *)t);
-  if (t->slist != NULL)
-    SET(CURLOPT_HTTPHEADER, t->slist);
-  if (req->timeout > 0)
-    SET(CURLOPT_TIMEOUT_MS, to_ms(req->timeout));
-  if (req->connect_timeout > 0)
-    SET(CURLOPT_CONNECTTIMEOUT_MS, to_ms(req->connect_timeout));
+  SET(CURLOPT_HTTPHEADER, t->slist);     /* NULL: none */
+  SET(CURLOPT_TIMEOUT_MS, to_ms(req->timeout));            /* 0: none */
+  SET(CURLOPT_CONNECTTIMEOUT_MS, to_ms(req->connect_timeout)); /* 0: default */
+  /* Only a fully set-up plain GET may skip the reset (easy_put). */
+  t->plain = rc == CURLE_OK && is_get && !has_body && !req->insecure;
   if (req->insecure) {
     SET(CURLOPT_SSL_VERIFYPEER, 0L);
     SET(CURLOPT_SSL_VERIFYHOST, 0L);
@@ -1014,7 +1044,7 @@ int pd_client_send(pd_client_t *c, const pd_request_t *req, pd_response_cb cb,
                                         : c->max_body;
   t->body.max = max_body;
   t->head.max = MAX_HEAD;
-  t->easy = easy_get(c);
+  t->easy = easy_get(c, &t->configured);
   if (t->easy == NULL) {
     transfer_free(t);
     return PD_ENOMEM;

@@ -219,6 +219,44 @@ function M.await(start)
   return unpack(res, 1, res.n)
 end
 
+-- The completion function of a task's await_op waits: made once per task
+-- and reused, since at most one operation is awaited at a time and a
+-- cancelled one never calls back (see await_op).
+local function waker(task)
+  local f = function(...)
+    task.wait_token = nil
+    task.op_cancel, task.op_arg = nil, nil
+    wake(task, ...)
+  end
+  task.waker = f
+  return f
+end
+
+local function after_wait(task, ...)
+  if task.cancel_err then error(task.cancel_err, 0) end
+  return ...
+end
+
+--- Like await, for an operation started as `op(arg, cb)` -> handle and
+-- cancelled as `cancel(handle)`, such as pivday.core's request: `cb` must
+-- run once, from the loop (never inside `op`), and never after `cancel`.
+-- Waiting this way allocates no closure, token or result table per wait,
+-- which matters on the request path.
+function M.await_op(op, arg, cancel)
+  local task = tasks[(co_running())]
+  if not task then
+    return M.await(function(done)
+      local h = op(arg, done)
+      return function() cancel(h) end
+    end)
+  end
+  if task.cancel_err then error(task.cancel_err, 0) end
+  local h = op(arg, task.waker or waker(task))
+  task.wait_token = true -- no await `done` matches it: theirs are tables
+  task.op_cancel, task.op_arg = cancel, h
+  return after_wait(task, co_yield(WAIT))
+end
+
 --- Drives the loop until cond() is true. Raises when nothing is left that
 -- could make it true (every handle closed, no task ready).
 function M.drive(cond)
@@ -237,9 +275,12 @@ function Task:cancel(err)
   self.cancel_err = err or cancelled_error("task cancelled")
   if self.wait_token then
     self.wait_token = nil
-    local c = self.op_cancel
-    self.op_cancel = nil
-    if c then pcall(c, self.cancel_err) end
+    local c, a = self.op_cancel, self.op_arg
+    self.op_cancel, self.op_arg = nil, nil
+    if c then
+      -- await_op's cancel takes the operation's handle; await's the error.
+      if a ~= nil then pcall(c, a) else pcall(c, self.cancel_err) end
+    end
     enqueue(self)
   end
 end

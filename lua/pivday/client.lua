@@ -84,7 +84,7 @@ end
 -- JSON null -> missing field, recursively. A null inside a list stays
 -- json.null: removing it would leave a hole and break `#` and ipairs, and
 -- the position may matter (the API documents no such list anyway).
-local function strip_nulls(v)
+local function lua_strip_nulls(v)
   if type(v) ~= "table" then return v end
   local k1 = next(v)
   local is_list = mtype(k1) == "integer" -- cjson gives objects string keys only
@@ -92,10 +92,18 @@ local function strip_nulls(v)
     if x == null then
       if not is_list then v[k] = nil end
     elseif type(x) == "table" then
-      strip_nulls(x)
+      lua_strip_nulls(x)
     end
   end
   return v
+end
+
+-- The same walk in C when pivday.core is there (cheaper than `next` from Lua).
+local strip_nulls = lua_strip_nulls
+do
+  local ok, core = pcall(require, "pivday.core")
+  local c_strip = ok and type(core) == "table" and core.json_strip_nulls
+  if c_strip then strip_nulls = function(v) return c_strip(v, null) end end
 end
 
 local function urlencode(s)
@@ -312,6 +320,8 @@ local function runtime(st)
   local rt = st.rt
   if rt.ready then return rt end
   local need = not (rt.request and rt.now and rt.sleep and rt.cond)
+  -- The default transport only reads its request: headers can be shared.
+  rt.shared_headers = rt.request == nil
   if need then
     local pivday = require "pivday"
     rt.request = rt.request or function(req) return pivday.http.request(req) end
@@ -327,8 +337,10 @@ end
 -- handed straight to the oldest waiter (no barging, so a queued call cannot
 -- starve); each waiter sleeps on its own condition variable, so a waiter
 -- that times out or is cancelled leaves no stale signal behind. acquire()
--- returns a to-be-closed slot, so the slot comes back even when the call
--- raises or its task is cancelled.
+-- returns the semaphore itself as the to-be-closed slot (its __close
+-- releases one slot), so the slot comes back even when the call raises or
+-- its task is cancelled, and taking a free slot allocates nothing. Each
+-- acquire is closed (or released) exactly once.
 local Semaphore = {}
 Semaphore.__index = Semaphore
 
@@ -337,7 +349,7 @@ local function new_semaphore(limit)
 end
 
 local function release(sem)
-  local waiter = table.remove(sem.queue, 1)
+  local waiter = sem.queue[1] and table.remove(sem.queue, 1)
   if waiter then
     waiter.granted = true -- the slot changes hands; `used` stays the same
     waiter.cond:signal()
@@ -352,22 +364,14 @@ local function unqueue(sem, waiter)
   end
 end
 
-local slot_mt = {
-  __close = function(slot)
-    local sem = slot.sem
-    if sem then
-      slot.sem = nil
-      release(sem)
-    end
-  end,
-}
+Semaphore.__close = release
 
 -- Waits for a free slot until `deadline` (monotonic, nil: forever).
 -- Returns the slot, or nil when the deadline passed first.
 function Semaphore:acquire(rt, deadline)
-  if self.used < self.limit and #self.queue == 0 then
+  if self.used < self.limit and self.queue[1] == nil then
     self.used = self.used + 1
-    return setmetatable({ sem = self }, slot_mt)
+    return self
   end
   local waiter = { cond = rt.cond() }
   self.queue[#self.queue + 1] = waiter
@@ -380,7 +384,7 @@ function Semaphore:acquire(rt, deadline)
       error(err, 0)
     end
   end
-  if waiter.granted then return setmetatable({ sem = self }, slot_mt) end
+  if waiter.granted then return self end
   unqueue(self, waiter)
   return nil
 end
@@ -590,7 +594,7 @@ end
 local function take_slot(st, rt, deadline)
   while true do
     local hold = holds[st.host]
-    local now = rt.now()
+    local now = hold and rt.now()
     if hold and hold > now then
       if deadline and hold > deadline then return nil, "pause" end
       rt.sleep(hold - now)
@@ -599,13 +603,51 @@ local function take_slot(st, rt, deadline)
       if not slot then return nil, "slot" end
       hold = holds[st.host]
       if not (hold and hold > rt.now()) then return slot end
-      slot_mt.__close(slot)
+      release(slot)
     end
   end
 end
 
+-- Completes a failed call's error with what was attempted.
+local function finish(err, ep, path, attempts)
+  err.method, err.path, err.endpoint, err.attempts = ep.method, path, ep.id, attempts
+  if err.outcome_unknown and not err.message:find(OUTCOME_HINT, 1, true) then
+    err.message = err.message .. OUTCOME_HINT
+  end
+  return nil, err
+end
+
+local function deadline_error(st, ep, path, attempts, last_err, what)
+  local err = Error.new {
+    kind = "timeout", code = "TIMEOUT",
+    message = ("deadline of %gs passed %s"):format(st.deadline, what),
+    cause = last_err,
+    retryable = last_err == nil or last_err.retryable,
+    outcome_unknown = last_err and last_err.outcome_unknown or nil,
+  }
+  return finish(err, ep, path, attempts)
+end
+
+-- The request headers. With the default transport, which only reads them,
+-- one table per client and kind serves every call; a custom transport gets
+-- its own table per call, as it may keep or change it.
+local function request_headers(st, rt, key, has_body)
+  local cached = rt.shared_headers and (has_body and st.headers_body or st.headers_plain)
+  if cached then return cached end
+  local headers = {
+    ["Authorization"] = "Bearer " .. key,
+    ["Accept"] = "application/json",
+    ["User-Agent"] = USER_AGENT,
+  }
+  if has_body then headers["Content-Type"] = "application/json" end
+  if rt.shared_headers then
+    if has_body then st.headers_body = headers else st.headers_plain = headers end
+  end
+  return headers
+end
+
 -- Sends the request for endpoint `ep`; returns payload or nil, err.
-local function perform(st, ep, path, query, body)
+local function perform(st, ep, path, query, body, url)
   local rt = runtime(st)
   local key, kerr = resolve_key(st)
   if not key then
@@ -614,12 +656,10 @@ local function perform(st, ep, path, query, body)
   end
 
   local method = ep.method
-  local url = st.base_url .. path .. (query and query ~= "" and "?" .. query or "")
-  local headers = {
-    ["Authorization"] = "Bearer " .. key,
-    ["Accept"] = "application/json",
-    ["User-Agent"] = USER_AGENT,
-  }
+  if not url then
+    url = st.base_url .. path
+    if query and query ~= "" then url = url .. "?" .. query end
+  end
   local payload
   if body then
     local ok, text = pcall(json.encode, body)
@@ -631,39 +671,21 @@ local function perform(st, ep, path, query, body)
       }
     end
     payload = text
-    headers["Content-Type"] = "application/json"
   end
+  local headers = request_headers(st, rt, key, body ~= nil)
 
   local started = rt.now()
   local deadline = st.deadline and started + st.deadline
   local host = st.host
+  local debug = st.debug
   local attempts = 0
   local last_err
-
-  local function finish(err)
-    err.method, err.path, err.endpoint, err.attempts = method, path, ep.id, attempts
-    if err.outcome_unknown and not err.message:find(OUTCOME_HINT, 1, true) then
-      err.message = err.message .. OUTCOME_HINT
-    end
-    return nil, err
-  end
-
-  local function deadline_error(what)
-    local err = Error.new {
-      kind = "timeout", code = "TIMEOUT",
-      message = ("deadline of %gs passed %s"):format(st.deadline, what),
-      cause = last_err,
-      retryable = last_err == nil or last_err.retryable,
-      outcome_unknown = last_err and last_err.outcome_unknown or nil,
-    }
-    return finish(err)
-  end
 
   while true do
     local slot, waiting_for = take_slot(st, rt, deadline)
     if not slot then
-      if waiting_for == "pause" and last_err then return finish(last_err) end
-      return deadline_error(waiting_for == "pause"
+      if waiting_for == "pause" and last_err then return finish(last_err, ep, path, attempts) end
+      return deadline_error(st, ep, path, attempts, last_err, waiting_for == "pause"
         and ("waiting for the rate limit pause on %s"):format(host)
         or "waiting for a free connection slot")
     end
@@ -672,14 +694,15 @@ local function perform(st, ep, path, query, body)
     if deadline then
       local left = deadline - rt.now()
       if left <= 0 then
-        slot_mt.__close(slot)
-        return deadline_error(("after %d attempt%s"):format(attempts, attempts == 1 and "" or "s"))
+        release(slot)
+        return deadline_error(st, ep, path, attempts, last_err,
+          ("after %d attempt%s"):format(attempts, attempts == 1 and "" or "s"))
       end
       attempt_timeout = math.min(attempt_timeout, left)
     end
 
     attempts = attempts + 1
-    local t0 = rt.now()
+    local t0 = debug and rt.now() -- only the debug log shows an attempt's time
     local res, terr
     do
       local _ <close> = slot
@@ -694,15 +717,12 @@ local function perform(st, ep, path, query, body)
 
     local err, how
     if res then
-      log_attempt(st, ep, method, path, res.status, t0, rt, attempts)
+      if debug then log_attempt(st, ep, method, path, res.status, t0, rt, attempts) end
       local kind, value, h = classify(st, ep, method, res)
       if kind == "ok" then
         if type(value) == "table" then
-          metas[value] = {
-            status = res.status, attempts = attempts, elapsed = rt.now() - started,
-            request_id = res.headers and (res.headers["x-request-id"] or res.headers["request-id"]),
-            headers = res.headers,
-          }
+          -- M.meta builds the record when asked: most callers never do.
+          metas[value] = { res.status, res.headers, attempts, rt.now() - started }
         end
         return value
       end
@@ -710,7 +730,7 @@ local function perform(st, ep, path, query, body)
     else
       err, how = transport_failure(terr, method)
       err.message = redact(st, err.message)
-      log_attempt(st, ep, method, path, err.code, t0, rt, attempts)
+      if debug then log_attempt(st, ep, method, path, err.code, t0, rt, attempts) end
     end
     last_err = err
 
@@ -724,8 +744,8 @@ local function perform(st, ep, path, query, body)
       -- A 503 may say when to come back; otherwise back off.
       wait = err.retry_after and math.min(err.retry_after, st.retry_after_cap) or st.backoff(attempts)
     end
-    if not how or attempts > st.max_retries then return finish(err) end
-    if deadline and rt.now() + wait >= deadline then return finish(err) end
+    if not how or attempts > st.max_retries then return finish(err, ep, path, attempts) end
+    if deadline and rt.now() + wait >= deadline then return finish(err, ep, path, attempts) end
     if how ~= "rate" then rt.sleep(wait) end -- a rate pause is waited at the loop top
   end
 end
@@ -837,8 +857,29 @@ local function call(st, ep, ids, args)
   return call_unguarded(st, ep, path, args)
 end
 
+-- A GET or DELETE without path parameters called without arguments (such
+-- as api.account.get()): its path, query ("") and validation outcome are
+-- the same every time, so they are worked out once.
+local function call_noargs(st, ep, path, url)
+  if ep.charges then return call(st, ep, {}, {}) end
+  if st.validate then
+    local chk = st.noarg_checks[ep]
+    if chk == nil then
+      local msg, field = check_query(ep, {}, st.validate == "strict")
+      chk = msg and { msg, field } or false
+      st.noarg_checks[ep] = chk
+    end
+    if chk then return local_error(ep, path, chk[1], chk[2]) end
+  end
+  return perform(st, ep, path, nil, nil, url)
+end
+
 local function make_method(st, ep)
+  local path0 = #ep.params == 0 and (ep.method == "GET" or ep.method == "DELETE")
+    and catalogue.expand(ep, {})
+  local url0 = path0 and st.base_url .. path0
   return function(...)
+    if path0 and select("#", ...) == 0 then return call_noargs(st, ep, path0, url0) end
     local ids, args = split_args(ep, ...)
     return call(st, ep, ids, args)
   end
@@ -983,6 +1024,7 @@ function M.new(opts)
     spent = 0,
     dry_run = opts.dry_run and true or nil,
     rt = { request = opts.transport, now = rt_opts.now, sleep = rt_opts.sleep, cond = rt_opts.cond },
+    noarg_checks = {}, -- endpoint -> false | { message, field } (call_noargs)
   }
 
   local api = setmetatable({ base_url = base_url }, Client)
@@ -1016,7 +1058,18 @@ end
 -- or nil for anything that is not a payload table returned by a client.
 function M.meta(result)
   if type(result) ~= "table" then return nil end
-  return metas[result]
+  local m = metas[result]
+  if m and m.attempts == nil then
+    -- Pending since the call: { status, headers, attempts, elapsed }.
+    local h = m[2]
+    m = {
+      status = m[1], attempts = m[3], elapsed = m[4],
+      request_id = h and (h["x-request-id"] or h["request-id"]),
+      headers = h,
+    }
+    metas[result] = m
+  end
+  return m
 end
 
 --- Clears every host's 429 pause (for tests that simulate rate limits).

@@ -8,7 +8,8 @@ local async = require "pivday.async"
 
 local M = {}
 
-local await, spawn_now = async.await, async.spawn_now
+local await_op, spawn_now = async.await_op, async.spawn_now
+local core_request, core_cancel = core.request, core.cancel
 local traceback = debug.traceback
 
 --- Returned by a handler: close the connection without answering.
@@ -27,10 +28,14 @@ function M.request(opts)
   if type(opts.url) ~= "string" then
     error("bad argument #1 to 'request' (field 'url' must be a string)", 2)
   end
-  return await(function(done)
-    local xfer = core.request(opts, done)
-    return function() xfer:cancel() end
-  end)
+  if opts.insecure and not M._warned_insecure then
+    -- TLS verification is only ever off by this explicit option, and it
+    -- says so once per process.
+    M._warned_insecure = true
+    io.stderr:write("pivday.http: WARNING: insecure = true: TLS certificates and host names are NOT "
+      .. "verified for this and later insecure requests\n")
+  end
+  return await_op(core_request, opts, core_cancel)
 end
 
 local Server = {}
