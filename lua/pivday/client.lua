@@ -393,6 +393,8 @@ end
 -- API key
 ---------------------------------------------------------------------------
 
+--- Where the key file is looked for: $XDG_CONFIG_HOME/pivday/key, else
+-- ~/.config/pivday/key (nil without a home).
 local function key_file_path()
   local base = os.getenv("XDG_CONFIG_HOME")
   if not base or base == "" then
@@ -1043,6 +1045,8 @@ function M.new(opts)
   end
   return api
 end
+
+M.key_file_path = key_file_path
 
 --- What this client's charging calls cost so far, as the API reported it
 -- (an amount such as 12.5).

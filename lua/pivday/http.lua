@@ -35,7 +35,19 @@ function M.request(opts)
     io.stderr:write("pivday.http: WARNING: insecure = true: TLS certificates and host names are NOT "
       .. "verified for this and later insecure requests\n")
   end
-  return await_op(core_request, opts, core_cancel)
+  local method = opts.method
+  if method == nil or method == "GET" or method == "HEAD" then
+    return await_op(core_request, opts, core_cancel)
+  end
+  -- A request that changes something and is cancelled in flight (by
+  -- pivday.timeout or task:cancel) may have taken effect: the error that
+  -- unwinds the task says so.
+  local ok, res, err = pcall(await_op, core_request, opts, core_cancel)
+  if ok then return res, err end
+  if type(res) == "table" and (res.kind == "cancelled" or res.kind == "timeout") then
+    res.outcome_unknown = true
+  end
+  error(res, 0)
 end
 
 local Server = {}

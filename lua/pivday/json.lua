@@ -119,16 +119,73 @@ do
   fix = ok and type(core) == "table" and core.json_fix_numbers or lua_fix
 end
 
+-- An empty list decodes to an empty table, which would encode back as {}.
+-- So each `[]` outside strings is rewritten as a list holding one
+-- placeholder before decoding, and those lists become marked empty arrays
+-- afterwards. Only texts that contain `[` `]` with nothing but blanks
+-- between pay for it.
+local EMPTY_MARK = "\0pd:[]"
+local EMPTY_IN = '["\\u0000pd:[]"]'
+
+local function mark_empty_lists(s)
+  local out, n, pos, from = {}, 0, 1, 1
+  while true do
+    local a = s:find('[%["]', pos)
+    if not a then break end
+    if s:byte(a) == 34 then -- a string: skip to its closing quote
+      local j = a + 1
+      while true do
+        local q = s:find('["\\]', j)
+        if not q then return s end -- unterminated: cjson will say so
+        if s:byte(q) == 92 then j = q + 2 else pos = q + 1 break end
+      end
+    else
+      local e = s:match("^%[[ \t\r\n]*%]()", a)
+      if e then
+        n = n + 1
+        out[n] = s:sub(from, a - 1)
+        n = n + 1
+        out[n] = EMPTY_IN
+        from = e
+        pos = e
+      else
+        pos = a + 1
+      end
+    end
+  end
+  if n == 0 then return s end
+  out[n + 1] = s:sub(from)
+  return table.concat(out)
+end
+
+local function restore_empty_lists(v)
+  for k, x in next, v do
+    if type(x) == "table" then
+      if x[1] == EMPTY_MARK and x[2] == nil then
+        v[k] = setmetatable({}, array_mt)
+      else
+        restore_empty_lists(x)
+      end
+    end
+  end
+end
+
 --- Decodes JSON text. Returns the value, or nil and an error message.
+-- Lists decoded empty are marked (json.array), so they encode as [] again.
 function M.decode(s)
   if type(s) ~= "string" then
     error("bad argument #1 to 'decode' (string expected, got " .. type(s) .. ")", 2)
   end
-  local ok, v = pcall(engine.decode, s)
+  local marked = s:find("%[[ \t\r\n]*%]") and mark_empty_lists(s)
+  local ok, v = pcall(engine.decode, marked or s)
   if not ok then return nil, (tostring(v):gsub("^.-:%d+: ", "")) end
   local tv = type(v)
   if tv == "table" then
     fix(v)
+    if marked and marked ~= s then
+      if v[1] == EMPTY_MARK and v[2] == nil then return setmetatable({}, array_mt) end
+      restore_empty_lists(v)
+    end
   elseif tv == "number" then
     v = tointeger(v) or v
   end

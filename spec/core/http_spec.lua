@@ -89,6 +89,16 @@ describe("pivday.http", function()
     assert.is_true(pivday.now() - before < t(2))
   end)
 
+  it("marks a POST cancelled in flight as outcome_unknown", function()
+    local res, err = pivday.timeout(0.2, pivday.http.request,
+      { method = "POST", url = srv.url .. "/sleep?s=3", body = "x" })
+    assert.is_nil(res)
+    assert.equal("TIMEOUT", err.code)
+    assert.is_true(err.outcome_unknown)
+    local _, gerr = pivday.timeout(0.2, pivday.http.request, { url = srv.url .. "/sleep?s=3" })
+    assert.is_nil(gerr.outcome_unknown)
+  end)
+
   it("cancels a task waiting on a request, and its wait raises CANCELLED", function()
     local caught
     pivday.run(function()

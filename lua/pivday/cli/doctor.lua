@@ -85,15 +85,8 @@ end
 -- Helpers
 ---------------------------------------------------------------------------
 
-local function key_file_path()
-  local base = os.getenv("XDG_CONFIG_HOME")
-  if not base or base == "" then
-    local home = os.getenv("HOME")
-    if not home or home == "" then return nil end
-    base = home .. "/.config"
-  end
-  return base .. "/pivday/key"
-end
+-- The same lookup as the client's, so doctor checks the file it would use.
+local key_file_path = require("pivday.client").key_file_path
 
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6,
                  Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
