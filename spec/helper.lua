@@ -13,7 +13,10 @@ helper.bin = os.getenv("PIVDAY_BIN") or "build/bin/pivday"
 
 --- Runs a shell command, returns its stdout and exit code.
 function helper.sh(cmd)
-  local p = assert(io.popen(cmd .. "; echo \"__rc=$?\"", "r"))
+  -- Child processes are built on their own (a sanitizer build links its
+  -- runtime in): the preload check-asan gives this Lua must not reach
+  -- curl, sed or a shell's jobs.
+  local p = assert(io.popen("unset LD_PRELOAD; " .. cmd .. "; echo \"__rc=$?\"", "r"))
   local out = p:read("a")
   p:close()
   local rc = tonumber(out:match("__rc=(%d+)%s*$"))
