@@ -61,6 +61,7 @@ int lpd_server_open(lua_State *L);   /* registers server/respond */
 int lpd_timer_open(lua_State *L);    /* registers timer, signal, poll */
 void lpd_tcp_open(lua_State *L);     /* registers connect/Stream */
 void lpd_file_open(lua_State *L);    /* registers open_file/File */
+void lpd_canon_open(lua_State *L);   /* registers json_decode, canon_key */
 void lpd_client_shutdown(void);
 void lpd_server_shutdown(void);
 

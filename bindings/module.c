@@ -317,6 +317,7 @@ int luaopen_pivday_core(lua_State *L) {
   lpd_timer_open(L);
   lpd_tcp_open(L);
   lpd_file_open(L);
+  lpd_canon_open(L);
   lua_pushliteral(L, PIVDAY_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -2,6 +2,9 @@
  *
  * cb(req) runs from the loop for each complete request with a table
  * {method, path, query, target, headers (lower-cased), body, peer, handle};
+ * with opts.lean, cb(handle, method, path, body, peer) instead: no table,
+ * no headers (the webhook listener needs neither, and building them was a
+ * fifth of its per-request cost).
  * `handle` is a pivday.core.Request that must be answered once with
  * handle:respond(status, headers, body) or handle:drop().  An unanswered
  * handle that is collected drops the connection, so nothing leaks.
@@ -17,6 +20,7 @@ typedef struct lpd_server_s {
   void **box;
   int cb_ref;
   int self_ref;   /* an open server is rooted until closed */
+  int lean;       /* cb(handle, method, path, body, peer) */
   struct lpd_server_s *next, *prev;
 } lpd_server_t;
 
@@ -62,6 +66,23 @@ static void push_headers(lua_State *L, const pd_header_t *hs, size_t n) {
   }
 }
 
+/* Pushes a new handle for r; NULL (nothing pushed, r dropped) when out of
+ * memory. */
+static lpd_req_t *push_handle(lua_State *L, pd_http_req_t *r) {
+  void **box = lpd_newbox(L, LPD_REQUEST);
+  lpd_req_t *q = malloc(sizeof(*q));
+  if (q == NULL) {
+    lua_pop(L, 1);
+    pd_http_drop(r);
+    return NULL;
+  }
+  q->r = r;
+  q->box = box;
+  LINK(lpd_ctx->reqs, q);
+  *box = q;
+  return q;
+}
+
 static void request_cb(pd_server_t *s, pd_http_req_t *r, void *arg) {
   (void)s;
   lpd_server_t *srv = arg;
@@ -71,6 +92,18 @@ static void request_cb(pd_server_t *s, pd_http_req_t *r, void *arg) {
     return;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, srv->cb_ref);
+  if (srv->lean) {
+    if (push_handle(L, r) == NULL) {
+      lua_pop(L, 1);
+      return;
+    }
+    lua_pushstring(L, r->method);
+    lua_pushlstring(L, r->path, r->path_len);
+    lua_pushlstring(L, r->body ? r->body : "", r->body_len);
+    lua_pushstring(L, r->peer);
+    lpd_call(L, 5);
+    return;
+  }
   lua_createtable(L, 0, 8);
   lua_pushstring(L, r->method);
   lua_setfield(L, -2, "method");
@@ -86,18 +119,10 @@ static void request_cb(pd_server_t *s, pd_http_req_t *r, void *arg) {
   lua_setfield(L, -2, "peer");
   push_headers(L, r->headers, r->nheaders);
   lua_setfield(L, -2, "headers");
-
-  void **box = lpd_newbox(L, LPD_REQUEST);
-  lpd_req_t *q = malloc(sizeof(*q));
-  if (q == NULL) {
-    lua_pop(L, 3);
-    pd_http_drop(r);
+  if (push_handle(L, r) == NULL) {
+    lua_pop(L, 2);
     return;
   }
-  q->r = r;
-  q->box = box;
-  LINK(lpd_ctx->reqs, q);
-  *box = q;
   lua_setfield(L, -2, "handle");
   lpd_call(L, 1);
 }
@@ -180,7 +205,7 @@ static void server_close(lpd_server_t *srv) {
 }
 
 /* server{host=, port=, max_header=, max_body=, header_timeout=,
- *        idle_timeout=, max_connections=}, cb -> Server */
+ *        idle_timeout=, max_connections=, lean=}, cb -> Server */
 static int l_server(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -196,6 +221,9 @@ static int l_server(lua_State *L) {
   o.backlog = (int)lpd_optnumfield(L, 1, "backlog", 0);
   if (o.port < 0 || o.port > 65535)
     return luaL_error(L, "port out of range: %d", o.port);
+  lua_getfield(L, 1, "lean");
+  int lean = lua_toboolean(L, -1);
+  lua_pop(L, 1);
 
   void **box = lpd_newbox(L, LPD_SERVER);
   lpd_server_t *srv = calloc(1, sizeof(*srv));
@@ -213,6 +241,7 @@ static int l_server(lua_State *L) {
   lua_pushvalue(L, -1);
   srv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   srv->box = box;
+  srv->lean = lean;
   *box = srv;
   LINK(lpd_ctx->servers, srv);
   return 1;

@@ -3,35 +3,29 @@
 -- piv.day events carry no id (QUIRKS 27), and the sender retries a delivery
 -- it thinks failed (no 2xx within 5 s, or a connection cut after we had
 -- answered). A retry repeats type, timestamp and data, so those three are
--- the identity: `key` writes them canonically (data as JSON with sorted
--- keys, so a re-serialised body with another key order still matches) and
--- a `Window` remembers keys for `window` seconds of wall-clock time. Wall
--- clock, not monotonic: the journal persists arrival times across restarts
--- and the window is rebuilt from them.
+-- the identity: `key` digests them in canonical form (data with sorted
+-- keys and numbers by value, so a re-serialised body with another key order
+-- still matches) and a `Window` remembers keys for `window` seconds of
+-- wall-clock time. Wall clock, not monotonic: the journal persists arrival
+-- times across restarts and the window is rebuilt from them.
 --
 -- The price: two genuinely separate events with the same type, timestamp
 -- (whole seconds) and data inside the window are merged into one.
 local json = require "pivday.json"
+local core = require "pivday.core"
 
 local M = {}
 
 local type, pairs, sort, concat, format = type, pairs, table.sort, table.concat, string.format
 local mtype, encode, null = math.type, json.encode, json.null
 
--- Quotes a string for the dedupe key: %q is one C call and injective, while
--- JSON escaping (cjson per string, or a pattern scan first) costs several
--- times more and this runs on every delivery.
-local function quote_fast(s)
-  return format("%q", s)
-end
-
--- Appends the canonical form of v to out (n items so far), strings quoted
--- by `quote`; returns the new n.
-local function canon(v, out, n, quote)
+-- Appends the canonical form of v to out (n items so far); returns the new
+-- n.
+local function canon(v, out, n)
   local tv = type(v)
   if tv == "string" then
     n = n + 1
-    out[n] = quote(v)
+    out[n] = encode(v)
   elseif tv == "number" then
     n = n + 1
     out[n] = mtype(v) == "integer" and format("%d", v) or format("%.17g", v)
@@ -44,7 +38,7 @@ local function canon(v, out, n, quote)
       out[n] = "["
       for i = 1, #v do
         if i > 1 then n = n + 1 out[n] = "," end
-        n = canon(v[i], out, n, quote)
+        n = canon(v[i], out, n)
       end
       n = n + 1
       out[n] = "]"
@@ -60,9 +54,9 @@ local function canon(v, out, n, quote)
       for i = 1, k do
         local key = keys[i]
         if i > 1 then n = n + 1 out[n] = "," end
-        out[n + 1] = quote(key)
+        out[n + 1] = encode(key)
         out[n + 2] = ":"
-        n = canon(v[key], out, n + 2, quote)
+        n = canon(v[key], out, n + 2)
       end
       n = n + 1
       out[n] = "}"
@@ -81,17 +75,18 @@ end
 -- written so that 7.5 and 7.50 agree, no whitespace.
 function M.canonical(v)
   local out = {}
-  local n = canon(v, out, 0, encode)
+  local n = canon(v, out, 0)
   return concat(out, "", 1, n)
 end
 
---- The identity of a delivery: type, timestamp and data in canonical form
--- (the structure of `canonical`, strings quoted Lua-style for speed).
-function M.key(event_type, timestamp, data)
-  local out = { event_type, "\0", tostring(timestamp), "\0" }
-  local n = canon(data, out, 4, quote_fast)
-  return concat(out, "", 1, n)
-end
+--- The identity of a delivery: a 16-byte digest of type, timestamp and
+-- data in canonical form (the structure of `canonical`: keys sorted,
+-- numbers by value, every item tagged with its type and length). Done in C
+-- (core.canon_key): it runs on every delivery, and the canonical text built
+-- here in Lua cost a third of an event; a digest also keeps the window's
+-- keys 16 bytes instead of a copy of each body (see bindings/canon.c for
+-- the hash and the odds of two events colliding: ~2^-100).
+M.key = core.canon_key
 
 local Window = {}
 Window.__index = Window

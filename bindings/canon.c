@@ -1,0 +1,633 @@
+/* canon.c: what the webhook listener does to every delivery, in C.
+ *
+ *   core.json_decode(text) -> value | nil, message
+ *   core.canon_key(event_type, timestamp, data) -> 16-byte string
+ *
+ * The listener decodes every body and derives its dedupe identity from it;
+ * done through lua-cjson plus pivday.json's integer fix-up walk, plus a
+ * canonical text built in Lua, that was ~85,000 instructions of a ~165,000
+ * instruction event (callgrind, bench row 2).  Both are done here in one
+ * pass each.
+ *
+ * json_decode gives what pivday.json.decode gives: objects and arrays as
+ * tables (empty lists marked as pivday.json's lists when given its mark),
+ * null as cjson's null (a NULL light userdata, == pivday.json.null),
+ * every number through strtod like cjson, then integral values as integers.
+ * It is RFC 8259 (leading zeros, lone surrogates, nesting deeper than 200
+ * are errors) but for one thing cjson allows too: raw control characters
+ * in strings, except NUL (cjson ends the text there) and CR and LF, which
+ * are errors here (the journal keeps a body on one line, so the listener
+ * turns them into spaces and decodes again, as it did before this decoder).  Never more lenient than cjson, so
+ * what the listener accepts the journal's reader (pivday.json) reads back
+ * the same.
+ *
+ * canon_key digests type, timestamp and data in canonical form (objects as
+ * sets of members whatever their order, numbers by value so 7.5 == 7.50 and
+ * 12 == 12.0, every item tagged with its type and length so the encoding is
+ * injective) into 128 bits.  A
+ * digest rather than the canonical text: the dedupe window holds up to 100k
+ * keys, and 16 bytes each instead of a copy of every body keeps the heap,
+ * and with it the garbage collector's work, small.  The hash is ours: a
+ * 128-bit multiply-xorshift over 64-bit words.  It is not cryptographic,
+ * and needs not be: the URL is the credential, and a sender who has it can
+ * post anything anyway; for honest traffic, two different events colliding
+ * is a ~2^-100 matter.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lpd.h"
+
+/* ------------------------------------------------------------ decode -- */
+
+#define JSON_MAX_DEPTH 200
+/* Items of one container kept on the Lua stack before the table is made
+ * (so it is made at its final size); beyond it they are flushed in. */
+#define PENDING_MAX 32
+/* A decoded top-level object gets this many spare hash slots: the listener
+ * adds its own fields (raw, id, received_at...) without a rehash. */
+#define TOP_SPARE 8
+
+typedef struct {
+  lua_State *L;
+  const char *p, *end, *start;
+  const char *err;
+  int depth;
+  int crlf;         /* a CR or LF was seen (whitespace: strings refuse them) */
+  int list_mt;      /* stack index of the metatable for empty lists, or 0 */
+} dec_t;
+
+static int dec_fail(dec_t *d, const char *msg) {
+  if (d->err == NULL) d->err = msg;
+  return 0;
+}
+
+static void skip_ws(dec_t *d) {
+  const char *p = d->p;
+  while (p < d->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
+    if (*p != ' ' && *p != '\t') d->crlf = 1;
+    p++;
+  }
+  d->p = p;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static int read_u4(dec_t *d, const char *p, unsigned *out) {
+  if (d->end - p < 4) return 0;
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    int h = hexval((unsigned char)p[i]);
+    if (h < 0) return 0;
+    v = (v << 4) | (unsigned)h;
+  }
+  *out = v;
+  return 1;
+}
+
+static size_t put_utf8(char *o, unsigned cp) {
+  if (cp < 0x80) {
+    o[0] = (char)cp;
+    return 1;
+  } else if (cp < 0x800) {
+    o[0] = (char)(0xC0 | (cp >> 6));
+    o[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+  } else if (cp < 0x10000) {
+    o[0] = (char)(0xE0 | (cp >> 12));
+    o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[2] = (char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  o[0] = (char)(0xF0 | (cp >> 18));
+  o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+  o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+  o[3] = (char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+/* At the opening quote; pushes the string. */
+static int dec_string(dec_t *d) {
+  const char *p = d->p + 1, *s = p;
+  /* The common case, no escapes: pushed straight from the body.  Eight
+   * bytes at a time while none is a quote, a backslash or a control
+   * character (the bit tricks flag a byte that is zero after the XOR, or
+   * below 0x20), then byte by byte. */
+  const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  while (d->end - p >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w);
+    if (hit & highs) break;
+    p += 8;
+  }
+  while (p < d->end) {
+    unsigned char c = (unsigned char)*p;
+    if (c == '"') {
+      lua_pushlstring(d->L, s, (size_t)(p - s));
+      d->p = p + 1;
+      return 1;
+    }
+    if (c == '\\') break;
+    if (c == '\n' || c == '\r' || c == 0) return dec_fail(d, "line break or NUL in string");
+    p++;
+  }
+  if (p >= d->end) return dec_fail(d, "unterminated string");
+  luaL_Buffer b;
+  luaL_buffinit(d->L, &b);
+  luaL_addlstring(&b, s, (size_t)(p - s));
+  while (p < d->end) {
+    unsigned char c = (unsigned char)*p;
+    if (c == '"') {
+      luaL_pushresult(&b);
+      d->p = p + 1;
+      return 1;
+    }
+    if (c == '\n' || c == '\r' || c == 0) return dec_fail(d, "line break or NUL in string");
+    if (c != '\\') {
+      luaL_addchar(&b, (char)c);
+      p++;
+      continue;
+    }
+    if (p + 1 >= d->end) break;
+    char e = p[1];
+    p += 2;
+    switch (e) {
+      case '"': luaL_addchar(&b, '"'); break;
+      case '\\': luaL_addchar(&b, '\\'); break;
+      case '/': luaL_addchar(&b, '/'); break;
+      case 'b': luaL_addchar(&b, '\b'); break;
+      case 'f': luaL_addchar(&b, '\f'); break;
+      case 'n': luaL_addchar(&b, '\n'); break;
+      case 'r': luaL_addchar(&b, '\r'); break;
+      case 't': luaL_addchar(&b, '\t'); break;
+      case 'u': {
+        unsigned cp, lo;
+        if (!read_u4(d, p, &cp)) return dec_fail(d, "bad \\u escape");
+        p += 4;
+        if (cp >= 0xDC00 && cp <= 0xDFFF) return dec_fail(d, "lone low surrogate");
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (d->end - p < 6 || p[0] != '\\' || p[1] != 'u' || !read_u4(d, p + 2, &lo) ||
+              lo < 0xDC00 || lo > 0xDFFF)
+            return dec_fail(d, "lone high surrogate");
+          p += 6;
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        char u[4];
+        luaL_addlstring(&b, u, put_utf8(u, cp));
+        break;
+      }
+      default:
+        return dec_fail(d, "bad escape in string");
+    }
+  }
+  return dec_fail(d, "unterminated string");
+}
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* Pushes the number at d->p: an integer when its value is integral (what
+ * pivday.json.decode makes of cjson's floats). */
+static int dec_number(dec_t *d) {
+  const char *p = d->p, *s = p;
+  int simple = 1;
+  if (p < d->end && *p == '-') p++;
+  if (p >= d->end || !is_digit(*p)) return dec_fail(d, "bad number");
+  if (*p == '0') {
+    p++;
+    if (p < d->end && is_digit(*p)) return dec_fail(d, "leading zero in number");
+  } else {
+    while (p < d->end && is_digit(*p)) p++;
+  }
+  if (p < d->end && *p == '.') {
+    simple = 0;
+    p++;
+    if (p >= d->end || !is_digit(*p)) return dec_fail(d, "bad number");
+    while (p < d->end && is_digit(*p)) p++;
+  }
+  if (p < d->end && (*p == 'e' || *p == 'E')) {
+    simple = 0;
+    p++;
+    if (p < d->end && (*p == '+' || *p == '-')) p++;
+    if (p >= d->end || !is_digit(*p)) return dec_fail(d, "bad number");
+    while (p < d->end && is_digit(*p)) p++;
+  }
+  size_t len = (size_t)(p - s);
+  d->p = p;
+  /* Up to 15 digits are exact as a double, so the direct integer is what
+   * strtod-then-integer would give. */
+  if (simple && len <= 15) {
+    const char *q = s;
+    int neg = *q == '-';
+    if (neg) q++;
+    lua_Integer v = 0;
+    for (; q < p; q++) v = v * 10 + (*q - '0');
+    lua_pushinteger(d->L, neg ? -v : v);
+    return 1;
+  }
+  /* strtod needs the token alone (it would read "0x1" as hex). */
+  char small[64];
+  char *buf = small;
+  if (len >= sizeof(small)) {
+    buf = malloc(len + 1);
+    if (buf == NULL) return dec_fail(d, "out of memory");
+  }
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  double v = strtod(buf, NULL);
+  if (buf != small) free(buf);
+  lua_Integer i;
+  if (v == floor(v) && lua_numbertointeger(v, &i))
+    lua_pushinteger(d->L, i);
+  else
+    lua_pushnumber(d->L, (lua_Number)v);
+  return 1;
+}
+
+static int dec_value(dec_t *d);
+
+/* Sets the pending items (pairs for objects) above `tbl` into it. */
+static void flush_object(lua_State *L, int tbl) {
+  int top = lua_gettop(L);
+  for (int i = tbl + 1; i < top; i += 2) {
+    lua_pushvalue(L, i);
+    lua_pushvalue(L, i + 1);
+    lua_rawset(L, tbl);
+  }
+  lua_settop(L, tbl);
+}
+
+static int dec_object(dec_t *d) {
+  lua_State *L = d->L;
+  int top = d->depth == 0;
+  if (++d->depth > JSON_MAX_DEPTH) return dec_fail(d, "nested too deep");
+  d->p++;
+  int base = lua_gettop(L); /* the table goes at base + 1 once made */
+  int made = 0, n = 0;
+  skip_ws(d);
+  if (d->p < d->end && *d->p == '}') {
+    d->p++;
+    lua_createtable(L, 0, top ? TOP_SPARE : 0);
+    d->depth--;
+    return 1;
+  }
+  for (;;) {
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != '"') return dec_fail(d, "object key expected");
+    if (!lua_checkstack(L, 4)) return dec_fail(d, "too many items");
+    if (!dec_string(d)) return 0;
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != ':') return dec_fail(d, "':' expected");
+    d->p++;
+    skip_ws(d);
+    if (!dec_value(d)) return 0;
+    n++;
+    if (n == PENDING_MAX) {
+      if (!made) {
+        lua_createtable(L, 0, 2 * PENDING_MAX);
+        lua_insert(L, base + 1);
+        made = 1;
+      }
+      flush_object(L, base + 1);
+      n = 0;
+    }
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ',') {
+      d->p++;
+      continue;
+    }
+    if (d->p < d->end && *d->p == '}') {
+      d->p++;
+      break;
+    }
+    return dec_fail(d, "',' or '}' expected");
+  }
+  if (!made) {
+    lua_createtable(L, 0, n + (top ? TOP_SPARE : 0));
+    lua_insert(L, base + 1);
+  }
+  flush_object(L, base + 1);
+  d->depth--;
+  return 1;
+}
+
+static int dec_array(dec_t *d) {
+  lua_State *L = d->L;
+  if (++d->depth > JSON_MAX_DEPTH) return dec_fail(d, "nested too deep");
+  d->p++;
+  int base = lua_gettop(L);
+  int made = 0, n = 0;
+  lua_Integer done = 0; /* items already in the table */
+  skip_ws(d);
+  if (d->p < d->end && *d->p == ']') {
+    d->p++;
+    lua_createtable(L, 0, 0);
+    /* An empty list would be an empty object to everyone else: marked the
+     * way pivday.json.decode marks it, so it encodes as [] again. */
+    if (d->list_mt) {
+      lua_pushvalue(L, d->list_mt);
+      lua_setmetatable(L, -2);
+    }
+    d->depth--;
+    return 1;
+  }
+  for (;;) {
+    skip_ws(d);
+    if (!lua_checkstack(L, 3)) return dec_fail(d, "too many items");
+    if (!dec_value(d)) return 0;
+    n++;
+    if (n == PENDING_MAX) {
+      if (!made) {
+        lua_createtable(L, 2 * PENDING_MAX, 0);
+        lua_insert(L, base + 1);
+        made = 1;
+      }
+      for (int i = n; i >= 1; i--) lua_rawseti(L, base + 1, done + i);
+      done += n;
+      n = 0;
+    }
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ',') {
+      d->p++;
+      continue;
+    }
+    if (d->p < d->end && *d->p == ']') {
+      d->p++;
+      break;
+    }
+    return dec_fail(d, "',' or ']' expected");
+  }
+  if (!made) {
+    lua_createtable(L, n, 0);
+    lua_insert(L, base + 1);
+  }
+  for (int i = n; i >= 1; i--) lua_rawseti(L, base + 1, done + i);
+  d->depth--;
+  return 1;
+}
+
+static int lit(dec_t *d, const char *word, size_t n) {
+  if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+    return dec_fail(d, "unexpected character");
+  d->p += n;
+  return 1;
+}
+
+static int dec_value(dec_t *d) {
+  if (d->p >= d->end) return dec_fail(d, "unexpected end");
+  switch (*d->p) {
+    case '{': return dec_object(d);
+    case '[': return dec_array(d);
+    case '"': return dec_string(d);
+    case 't':
+      if (!lit(d, "true", 4)) return 0;
+      lua_pushboolean(d->L, 1);
+      return 1;
+    case 'f':
+      if (!lit(d, "false", 5)) return 0;
+      lua_pushboolean(d->L, 0);
+      return 1;
+    case 'n':
+      if (!lit(d, "null", 4)) return 0;
+      lua_pushlightuserdata(d->L, NULL); /* cjson.null */
+      return 1;
+    default:
+      if (*d->p == '-' || is_digit(*d->p)) return dec_number(d);
+      return dec_fail(d, "unexpected character");
+  }
+}
+
+/* core.json_decode(text [, list_mt]) -> value, crlf; or nil and a message.
+ * Empty lists get the metatable list_mt (pass pivday.json's, as
+ * getmetatable(json.array())), like pivday.json.decode gives them.  `crlf` is
+ * true when the text holds a CR or LF, which can only be whitespace between
+ * tokens here: the listener, which keeps bodies on one journal line, then
+ * knows whether it must rewrite one without searching it again. */
+static int l_json_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  dec_t d = {L, s, s + len, s, NULL, 0, 0, 0};
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    d.list_mt = 2;
+  }
+  lua_settop(L, 2);
+  skip_ws(&d);
+  int ok = dec_value(&d);
+  if (ok) {
+    skip_ws(&d);
+    if (d.p != d.end) ok = dec_fail(&d, "trailing characters");
+  }
+  if (!ok) {
+    lua_settop(L, 2);
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s at byte %d", d.err ? d.err : "bad JSON",
+                    (int)(d.p - d.start) + 1);
+    return 2;
+  }
+  lua_pushboolean(L, d.crlf);
+  return 2;
+}
+
+/* -------------------------------------------------------------- hash -- */
+
+typedef unsigned __int128 u128;
+
+typedef struct {
+  u128 h;
+  uint64_t len;     /* bytes fed */
+  unsigned char buf[8];
+  unsigned nbuf;
+} hash_t;
+
+/* Two odd 64-bit halves with well spread bits (fractional digits of
+ * sqrt(2) and sqrt(3)); any odd multiplier keeps the step a bijection. */
+#define MUL ((((u128)0x6a09e667f3bcc908ULL) << 64) | 0xbb67ae8584caa73bULL)
+
+static inline void hash_word(hash_t *s, uint64_t w) {
+  u128 h = (s->h ^ w) * MUL;
+  s->h = h ^ (h >> 71); /* high bits back down: the multiply only carries up */
+}
+
+static void hash_bytes(hash_t *s, const void *data, size_t n) {
+  const unsigned char *p = data;
+  s->len += n;
+  if (s->nbuf) {
+    size_t take = 8 - s->nbuf < n ? 8 - s->nbuf : n;
+    memcpy(s->buf + s->nbuf, p, take);
+    s->nbuf += (unsigned)take;
+    p += take;
+    n -= take;
+    if (s->nbuf < 8) return;
+    uint64_t w;
+    memcpy(&w, s->buf, 8);
+    hash_word(s, w);
+    s->nbuf = 0;
+  }
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    hash_word(s, w);
+    p += 8;
+    n -= 8;
+  }
+  memcpy(s->buf, p, n);
+  s->nbuf = (unsigned)n;
+}
+
+static void hash_tag(hash_t *s, char tag, uint64_t v) {
+  unsigned char b[9];
+  b[0] = (unsigned char)tag;
+  memcpy(b + 1, &v, 8);
+  hash_bytes(s, b, 9);
+}
+
+static u128 hash_final(hash_t *s) {
+  if (s->nbuf) {
+    memset(s->buf + s->nbuf, 0, 8 - s->nbuf);
+    uint64_t w;
+    memcpy(&w, s->buf, 8);
+    hash_word(s, w);
+  }
+  hash_word(s, s->len);
+  u128 h = s->h;
+  h ^= h >> 64;
+  h *= MUL;
+  h ^= h >> 67;
+  h *= MUL;
+  h ^= h >> 64;
+  return h;
+}
+
+static void hash_string(hash_t *s, const char *p, size_t n) {
+  hash_tag(s, 's', (uint64_t)n);
+  hash_bytes(s, p, n);
+}
+
+/* Numbers by value: integral ones (integers, and floats that hold one) as
+ * integers, the rest by their bits. */
+static void hash_number(lua_State *L, hash_t *s, int idx) {
+  lua_Integer i;
+  if (lua_isinteger(L, idx)) {
+    hash_tag(s, 'i', (uint64_t)lua_tointeger(L, idx));
+    return;
+  }
+  lua_Number n = lua_tonumber(L, idx);
+  if (n == floor(n) && lua_numbertointeger(n, &i)) {
+    hash_tag(s, 'i', (uint64_t)i);
+    return;
+  }
+  uint64_t bits;
+  double dv = (double)n;
+  memcpy(&bits, &dv, 8);
+  hash_tag(s, 'f', bits);
+}
+
+/* Whether a table is a JSON list: a first item, or pivday.json.array's
+ * mark (the same test as dedupe.canonical). */
+static int is_list(lua_State *L, int idx) {
+  if (lua_rawgeti(L, idx, 1) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 1);
+  if (!lua_getmetatable(L, idx)) return 0;
+  lua_getfield(L, -1, "__name");
+  const char *name = lua_tostring(L, -1);
+  int yes = name != NULL && strcmp(name, "pivday.json.array") == 0;
+  lua_pop(L, 2);
+  return yes;
+}
+
+static void hash_value(lua_State *L, hash_t *s, int idx, int depth);
+
+static void hash_table(lua_State *L, hash_t *s, int idx, int depth) {
+  if (depth > JSON_MAX_DEPTH) luaL_error(L, "canon_key: nested too deep");
+  luaL_checkstack(L, 4, "canon_key");
+  if (is_list(L, idx)) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    hash_tag(s, '[', (uint64_t)n);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, idx, i);
+      hash_value(L, s, lua_gettop(L), depth + 1);
+      lua_pop(L, 1);
+    }
+    return;
+  }
+  /* An object is the set of its members: each (key, value) is digested on
+   * its own and the digests are added up, so the table's order does not
+   * matter and no sort or second lookup is needed (sorting the keys and
+   * looking each up again was half of this function's cost).  Keys are
+   * hashed like values, tagged with their type. */
+  u128 sum = 0;
+  uint64_t n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    hash_t m = {0, 0, {0}, 0};
+    int top = lua_gettop(L);
+    hash_value(L, &m, top - 1, depth + 1);
+    hash_value(L, &m, top, depth + 1);
+    sum += hash_final(&m);
+    n++;
+    lua_pop(L, 1);
+  }
+  hash_tag(s, '{', n);
+  unsigned char b[16];
+  for (int i = 0; i < 16; i++) b[i] = (unsigned char)(sum >> (8 * i));
+  hash_bytes(s, b, 16);
+}
+
+static void hash_value(lua_State *L, hash_t *s, int idx, int depth) {
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+      size_t n;
+      const char *p = lua_tolstring(L, idx, &n);
+      hash_string(s, p, n);
+      break;
+    }
+    case LUA_TNUMBER: hash_number(L, s, idx); break;
+    case LUA_TBOOLEAN: hash_tag(s, lua_toboolean(L, idx) ? 'T' : 'F', 0); break;
+    case LUA_TNIL: hash_tag(s, 'n', 0); break;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) == NULL) {  /* json.null */
+        hash_tag(s, 'n', 0);
+        break;
+      }
+      /* fallthrough */
+    default:
+      if (lua_type(L, idx) == LUA_TTABLE) {
+        hash_table(L, s, idx, depth);
+        break;
+      }
+      /* functions, userdata: by identity, as tostring() had them */
+      hash_tag(s, 'p', (uint64_t)(uintptr_t)lua_topointer(L, idx));
+  }
+}
+
+/* core.canon_key(event_type, timestamp, data) -> a 16-byte string. */
+static int l_canon_key(lua_State *L) {
+  hash_t s = {0, 0, {0}, 0};
+  lua_settop(L, 3);
+  hash_value(L, &s, 1, 0);
+  hash_value(L, &s, 2, 0);
+  hash_value(L, &s, 3, 0);
+  u128 h = hash_final(&s);
+  unsigned char out[16];
+  for (int i = 0; i < 16; i++) out[i] = (unsigned char)(h >> (8 * i));
+  lua_pushlstring(L, (const char *)out, 16);
+  return 1;
+}
+
+void lpd_canon_open(lua_State *L) {
+  lua_pushcfunction(L, l_json_decode);
+  lua_setfield(L, -2, "json_decode");
+  lua_pushcfunction(L, l_canon_key);
+  lua_setfield(L, -2, "canon_key");
+}
