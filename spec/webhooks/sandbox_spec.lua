@@ -1,16 +1,10 @@
 -- End to end: the in-process sandbox delivers its webhooks to our listener,
--- and flows await them. Skipped (pending) when the sandbox is not there.
+-- and flows await them.
 local pivday = require "pivday"
 local helper = require "helper"
 local t = helper.t
 
-local have_sandbox = package.searchpath("pivday.sandbox", package.path) ~= nil
-
 describe("pivday.webhooks with the sandbox", function()
-  if not have_sandbox then
-    pending("needs lua/pivday/sandbox (issue 3)")
-    return
-  end
 
   local sb, api, hooks
 
