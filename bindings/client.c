@@ -73,14 +73,124 @@ static void slot_give(lpd_xfer_t *x) {
 
 #define MAX_STACK_HEADERS 32
 
-static void push_response(lua_State *L, const pd_response_t *res) {
-  lua_createtable(L, 0, 4);
-  lua_pushinteger(L, res->status);
-  lua_setfield(L, -2, "status");
-  lua_pushnumber(L, res->elapsed);
-  lua_setfield(L, -2, "elapsed");
-  lua_pushlstring(L, res->body ? res->body : "", res->body_len);
-  lua_setfield(L, -2, "body");
+/* Response headers are made into a table only when res.headers is first
+ * read: the client's success path never looks at them, and the table (a
+ * lower-cased, interned string per name and value) was ~4,500 instructions
+ * of every request.  Until then res holds the header block as one string
+ * under a light userdata key, and a shared metatable materialises
+ * `headers` on first access (__index), on pairs(res) (__pairs), and drops
+ * the block when the field is assigned first (__newindex): res.headers is
+ * the same plain table with lower-cased names as before, and pairs(res)
+ * sees the same four fields. */
+static const char raw_headers_key = 0;   /* its address is the key */
+#define RAW_KEY ((void *)&raw_headers_key)
+static int response_mt_ref = LUA_NOREF;
+
+/* The block: per header a 4-byte name length, the name, a 4-byte value
+ * length, the value (lengths in host order: only this file reads it). */
+static void put_u32(char *o, size_t v) {
+  uint32_t u = (uint32_t)v;
+  memcpy(o, &u, 4);
+}
+
+static uint32_t get_u32(const char *p) {
+  uint32_t u;
+  memcpy(&u, p, 4);
+  return u;
+}
+
+/* Pushes the headers table built from the block `b`. */
+static void push_headers_table(lua_State *L, const char *b, size_t len) {
+  size_t n = 0;
+  for (size_t off = 0; off + 4 <= len; n++) {
+    off += 4 + get_u32(b + off);
+    off += 4 + get_u32(b + off);
+  }
+  lua_createtable(L, 0, (int)n);
+  char name[128];
+  for (size_t off = 0; off + 4 <= len;) {
+    size_t name_len = get_u32(b + off);
+    const char *hn = b + off + 4;
+    off += 4 + name_len;
+    size_t value_len = get_u32(b + off);
+    const char *hv = b + off + 4;
+    off += 4 + value_len;
+    size_t k = name_len < sizeof(name) ? name_len : sizeof(name);
+    for (size_t j = 0; j < k; j++) name[j] = (char)tolower((unsigned char)hn[j]);
+    lua_pushlstring(L, name, k);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      /* A repeated header: join the values as HTTP allows. */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, hv, value_len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, hv, value_len);
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+/* Builds res.headers (res at idx) from its block, if it still has one. */
+static void materialise(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_rawgetp(L, idx, RAW_KEY) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return;
+  }
+  size_t len;
+  const char *b = lua_tolstring(L, -1, &len);
+  lua_pushliteral(L, "headers");
+  push_headers_table(L, b, len);
+  lua_rawset(L, idx);
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_rawsetp(L, idx, RAW_KEY);
+}
+
+/* __index(res, k) */
+static int res_index(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "headers") == 0) {
+    materialise(L, 1);
+    lua_rawget(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* __newindex(res, k, v): assigning headers first drops the block. */
+static int res_newindex(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "headers") == 0) {
+    lua_pushnil(L);
+    lua_rawsetp(L, 1, RAW_KEY);
+  }
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 0;
+}
+
+/* next(res, k), as the base library's next. */
+static int res_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+/* __pairs(res): the plain fields, headers included. */
+static int res_pairs(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  materialise(L, 1);
+  lua_pushcfunction(L, res_next);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+/* The headers table straight from the parsed headers. */
+static void push_headers_direct(lua_State *L, const pd_response_t *res) {
   lua_createtable(L, 0, (int)res->nheaders);
   char name[128];
   for (size_t i = 0; i < res->nheaders; i++) {
@@ -90,7 +200,6 @@ static void push_response(lua_State *L, const pd_response_t *res) {
     lua_pushlstring(L, name, n);
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) == LUA_TSTRING) {
-      /* A repeated header: join the values as HTTP allows. */
       lua_pushliteral(L, ", ");
       lua_pushlstring(L, h->value, h->value_len);
       lua_concat(L, 3);
@@ -100,7 +209,45 @@ static void push_response(lua_State *L, const pd_response_t *res) {
     }
     lua_rawset(L, -3);
   }
-  lua_setfield(L, -2, "headers");
+}
+
+static void push_response(lua_State *L, const pd_response_t *res) {
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, res->status);
+  lua_setfield(L, -2, "status");
+  lua_pushnumber(L, res->elapsed);
+  lua_setfield(L, -2, "elapsed");
+  lua_pushlstring(L, res->body ? res->body : "", res->body_len);
+  lua_setfield(L, -2, "body");
+  size_t total = 0;
+  for (size_t i = 0; i < res->nheaders; i++)
+    total += 8 + res->headers[i].name_len + res->headers[i].value_len;
+  char stack_b[2048], *b = stack_b;
+  if (total > sizeof(stack_b)) {
+    b = malloc(total);
+    if (b == NULL) {
+      /* No memory for the block: the table now, no metatable needed. */
+      lua_pushliteral(L, "headers");
+      push_headers_direct(L, res);
+      lua_rawset(L, -3);
+      return;
+    }
+  }
+  char *o = b;
+  for (size_t i = 0; i < res->nheaders; i++) {
+    const pd_header_t *h = &res->headers[i];
+    put_u32(o, h->name_len);
+    memcpy(o + 4, h->name, h->name_len);
+    o += 4 + h->name_len;
+    put_u32(o, h->value_len);
+    memcpy(o + 4, h->value, h->value_len);
+    o += 4 + h->value_len;
+  }
+  lua_pushlstring(L, b, total);
+  if (b != stack_b) free(b);
+  lua_rawsetp(L, -2, RAW_KEY);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, response_mt_ref);
+  lua_setmetatable(L, -2);
 }
 
 static void push_failure(lua_State *L, const pd_response_t *res) {
@@ -369,6 +516,16 @@ void lpd_client_shutdown(void) {
 }
 
 int lpd_client_open(lua_State *L) {
+  lua_createtable(L, 0, 4);
+  lua_pushcfunction(L, res_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, res_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, res_pairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushliteral(L, "pivday.http.response");
+  lua_setfield(L, -2, "__name");
+  response_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushcfunction(L, l_request);
   lua_setfield(L, -2, "request");
   lua_pushcfunction(L, l_cancel);

@@ -134,6 +134,7 @@ struct pd_transfer_s {
   pd_response_cb cb;
   void *arg;
   struct curl_slist *slist;
+  struct curl_slist *cached; /* the pooled handle's last list (build_slist) */
   char *upload;              /* no_resend: our copy of the body */
   size_t upload_len;
   size_t upload_off;
@@ -173,6 +174,7 @@ struct pd_client_s {
   link_t socks;
   CURL *pool[POOL_MAX];
   char pool_configured[POOL_MAX]; /* see easy_put */
+  struct curl_slist *pool_slist[POOL_MAX]; /* a plain GET's header list */
   int npool;
   size_t pending;
   size_t max_body;
@@ -258,11 +260,15 @@ static const char *curl_code_name(CURLcode rc) {
 
 /* ---------------------------------------------------- easy handles -- */
 
-static CURL *easy_get(pd_client_t *c, int *configured) {
+static CURL *easy_get(pd_client_t *c, int *configured,
+                      struct curl_slist **slist) {
   *configured = 0;
+  *slist = NULL;
   if (c->npool > 0) {
     c->npool--;
     *configured = c->pool_configured[c->npool];
+    *slist = c->pool_slist[c->npool];
+    c->pool_slist[c->npool] = NULL;
     return c->pool[c->npool];
   }
   return curl_easy_init();
@@ -275,8 +281,12 @@ static CURL *easy_get(pd_client_t *c, int *configured) {
  * transfer's own state afresh (Curl_pretransfer: info, progress, auth
  * wants), the documented way to reuse a handle.  Any other transfer (a
  * body, a custom method, HEAD, insecure) leaves options a later one must
- * not inherit: that handle is reset, as a new one would be. */
-static void easy_put(pd_client_t *c, CURL *e, int plain) {
+ * not inherit: that handle is reset, as a new one would be.  A plain GET's
+ * header list stays with its handle (taken from *slist): the next request
+ * on it usually sends the same headers, and build_slist then reuses the
+ * list instead of making it again (an allocation per line). */
+static void easy_put(pd_client_t *c, CURL *e, int plain,
+                     struct curl_slist **slist) {
   if (e == NULL)
     return;
   if (c->multi == NULL || c->npool == POOL_MAX) {
@@ -294,12 +304,18 @@ static void easy_put(pd_client_t *c, CURL *e, int plain) {
     curl_easy_reset(e);
   }
   c->pool_configured[c->npool] = (char)(plain != 0);
+  c->pool_slist[c->npool] = NULL;
+  if (plain) {
+    c->pool_slist[c->npool] = *slist;
+    *slist = NULL;
+  }
   c->pool[c->npool++] = e;
 }
 
 static void transfer_free(pd_transfer_t *t) {
-  easy_put(t->c, t->easy, t->plain);
+  easy_put(t->c, t->easy, t->plain, &t->slist);
   curl_slist_free_all(t->slist);
+  curl_slist_free_all(t->cached);
   free(t->upload);
   buf_free(&t->head);
   buf_free(&t->body);
@@ -855,6 +871,35 @@ static int is_field_value(const char *s, size_t n) {
   return 1;
 }
 
+/* True when `l` holds exactly the lines build_slist would make for req's
+ * headers, in order.  Called after they were checked: names and values hold
+ * no NUL, so strncmp stops inside the list's line. */
+static int slist_matches(const struct curl_slist *l, const pd_request_t *req) {
+  size_t i;
+
+  for (i = 0; i < req->nheaders; i++, l = l->next) {
+    const pd_header_t *h = &req->headers[i];
+    const char *d;
+
+    if (l == NULL)
+      return 0;
+    d = l->data;
+    if (strncmp(d, h->name, h->name_len) != 0)
+      return 0;
+    d += h->name_len;
+    if (h->value_len == 0) {
+      if (d[0] != ';' || d[1] != '\0')
+        return 0;
+    } else {
+      if (d[0] != ':' || d[1] != ' ' ||
+          strncmp(d + 2, h->value, h->value_len) != 0 ||
+          d[2 + h->value_len] != '\0')
+        return 0;
+    }
+  }
+  return l == NULL;
+}
+
 /* Builds "Name: value" lines.  An empty value is written "Name;", libcurl's
  * way to send an empty header ("Name:" would delete it).  "Expect:" turns
  * off libcurl's 100-continue wait for bodies unless the caller set one. */
@@ -876,6 +921,15 @@ static int build_slist(pd_transfer_t *t, const pd_request_t *req,
     if (h->name_len == 6 && strncasecmp(h->name, "Expect", 6) == 0)
       has_expect = 1;
   }
+  /* The same lines as the handle's last list (a plain GET's, so without
+   * "Expect:"): that list again. */
+  if (t->cached != NULL && !has_body && slist_matches(t->cached, req)) {
+    t->slist = t->cached;
+    t->cached = NULL;
+    return 0;
+  }
+  curl_slist_free_all(t->cached);
+  t->cached = NULL;
   line = malloc(max + 3);
   if (line == NULL)
     return PD_ENOMEM;
@@ -1044,7 +1098,7 @@ int pd_client_send(pd_client_t *c, const pd_request_t *req, pd_response_cb cb,
                                         : c->max_body;
   t->body.max = max_body;
   t->head.max = MAX_HEAD;
-  t->easy = easy_get(c, &t->configured);
+  t->easy = easy_get(c, &t->configured, &t->cached);
   if (t->easy == NULL) {
     transfer_free(t);
     return PD_ENOMEM;
@@ -1107,8 +1161,12 @@ void pd_client_close(pd_client_t *c, void (*close_cb)(void *arg), void *arg) {
    * cached connections with CURL_POLL_REMOVE. */
   curl_multi_cleanup(c->multi);
   c->multi = NULL;
-  while (c->npool > 0)
-    curl_easy_cleanup(c->pool[--c->npool]);
+  while (c->npool > 0) {
+    c->npool--;
+    curl_easy_cleanup(c->pool[c->npool]);
+    curl_slist_free_all(c->pool_slist[c->npool]);
+    c->pool_slist[c->npool] = NULL;
+  }
   while (!link_empty(&c->socks))
     sock_close(CONTAINER_OF(c->socks.next, sock_t, link));
   uv_close((uv_handle_t *)&c->timer, handle_close_cb);

@@ -472,8 +472,6 @@ local function classify(st, ep, req_method, res)
   local decoded
   if body:find("%S") then decoded = json.decode(body) end
   local envelope = type(decoded) == "table" and type(decoded.success) == "boolean" and decoded or nil
-  local headers = res.headers or {}
-  local retry_after = parse_retry_after(headers["retry-after"])
 
   if status >= 200 and status < 300 then
     if envelope and envelope.success then
@@ -499,6 +497,11 @@ local function classify(st, ep, req_method, res)
     end
     -- success = false on a 2xx: an error all the same, handled below.
   end
+
+  -- Only errors read the headers: on success, res.headers (made when first
+  -- read) is never built unless pivday.meta asks for it.
+  local headers = res.headers or {}
+  local retry_after = parse_retry_after(headers["retry-after"])
 
   local apierr = envelope and envelope.success == false and type(envelope.error) == "table"
     and type(envelope.error.code) == "string" and envelope.error
@@ -708,13 +711,16 @@ local function perform(st, ep, path, query, body, url)
     local res, terr
     do
       local _ <close> = slot
-      res, terr = rt.request {
-        method = method, url = url, headers = headers, body = payload,
-        timeout = attempt_timeout, connect_timeout = st.connect_timeout,
-        -- libcurl re-sends a request on a dead keep-alive connection by
-        -- itself; a POST must reach the server at most once.
-        no_resend = method == "POST",
-      }
+      -- The default transport reads its request before it first yields,
+      -- so one table per client serves every call (like the headers); a
+      -- custom transport gets its own, as it may keep it.
+      local req = rt.shared_headers and st.req_opts or {}
+      req.method, req.url, req.headers, req.body = method, url, headers, payload
+      req.timeout, req.connect_timeout = attempt_timeout, st.connect_timeout
+      -- libcurl re-sends a request on a dead keep-alive connection by
+      -- itself; a POST must reach the server at most once.
+      req.no_resend = method == "POST"
+      res, terr = rt.request(req)
     end
 
     local err, how
@@ -724,7 +730,15 @@ local function perform(st, ep, path, query, body, url)
       if kind == "ok" then
         if type(value) == "table" then
           -- M.meta builds the record when asked: most callers never do.
-          metas[value] = { res.status, res.headers, attempts, rt.now() - started }
+          -- With the default transport res is the client's own, and keeps
+          -- the headers unbuilt until then (its body is not kept); a custom
+          -- transport's headers are taken as they are now.
+          if rt.shared_headers then
+            res.body = nil
+            metas[value] = { res.status, false, attempts, rt.now() - started, res }
+          else
+            metas[value] = { res.status, res.headers, attempts, rt.now() - started }
+          end
         end
         return value
       end
@@ -1027,6 +1041,7 @@ function M.new(opts)
     dry_run = opts.dry_run and true or nil,
     rt = { request = opts.transport, now = rt_opts.now, sleep = rt_opts.sleep, cond = rt_opts.cond },
     noarg_checks = {}, -- endpoint -> false | { message, field } (call_noargs)
+    req_opts = {},     -- the default transport's request table (perform)
   }
 
   local api = setmetatable({ base_url = base_url }, Client)
@@ -1064,8 +1079,9 @@ function M.meta(result)
   if type(result) ~= "table" then return nil end
   local m = metas[result]
   if m and m.attempts == nil then
-    -- Pending since the call: { status, headers, attempts, elapsed }.
+    -- Pending since the call: { status, headers, attempts, elapsed[, res] }.
     local h = m[2]
+    if m[5] then h = m[5].headers end
     m = {
       status = m[1], attempts = m[3], elapsed = m[4],
       request_id = h and (h["x-request-id"] or h["request-id"]),

@@ -22,7 +22,6 @@ local M = {}
 
 local json = require "pivday.json"
 local reference, fast = json._cjson_decode, json._c_decode
-local null, array_mt = json.null, getmetatable(json.array())
 
 -- The reference turns a one-item list holding its own placeholder string
 -- "\0pd:[]" into an empty list when the text also has an empty list
