@@ -4,7 +4,9 @@
  * files must be replaced atomically: that takes write(2), fdatasync(2),
  * flock(2) and a directory fsync, none of which the io library offers.
  * These are plain blocking system calls on local files, kept short (one
- * write, one sync per loop turn at most: the caller batches).
+ * write, one sync per loop turn at most: the caller batches), except
+ * sync_async, which runs the fdatasync in libuv's thread pool so the loop
+ * goes on reading and parsing requests while the disk works.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -77,6 +79,78 @@ static int file_sync(lua_State *L) {
   return 1;
 }
 
+/* An fdatasync in the thread pool.  It works on a dup of the descriptor,
+ * so closing (or collecting) the File meanwhile cannot make the pool sync
+ * whatever file reuses the number; the dup is closed when it is done.
+ * Requests in flight are listed, so module shutdown finds them reachable. */
+typedef struct lpd_fsync_s {
+  uv_fs_t req;
+  int fd;
+  int cb_ref;
+  struct lpd_fsync_s *next, *prev;
+} lpd_fsync_t;
+
+static lpd_fsync_t *fsyncs; /* in flight */
+
+static void fsync_cb(uv_fs_t *req) {
+  lpd_fsync_t *s = req->data;
+  ssize_t rc = req->result;
+  uv_fs_req_cleanup(req);
+  close(s->fd);
+  if (s->prev) s->prev->next = s->next;
+  else fsyncs = s->next;
+  if (s->next) s->next->prev = s->prev;
+  int ref = s->cb_ref;
+  free(s);
+  /* During module shutdown, Lua is being closed: no callbacks then. */
+  if (lpd_ctx == NULL || lpd_ctx->closing) return;
+  lua_State *L = lpd_ctx->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  if (rc < 0) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "fdatasync: %s", uv_strerror((int)rc));
+  } else {
+    lua_pushboolean(L, 1);
+    lua_pushnil(L);
+  }
+  lpd_call(L, 2);
+}
+
+/* sync_async(cb) -> true: fdatasyncs in libuv's thread pool, then calls
+ * cb(true) from the loop, or cb(nil, message).  Covers what was written
+ * before the call.  Returns nil and a message when it could not start (cb
+ * is then not called). */
+static int file_sync_async(lua_State *L) {
+  lpd_file_t *f = check_file(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lpd_fsync_t *s = malloc(sizeof(*s));
+  if (s == NULL) return luaL_error(L, "pivday: out of memory");
+  s->fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+  if (s->fd < 0) {
+    free(s);
+    return fail(L, "dup");
+  }
+  lua_pushvalue(L, 2);
+  s->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise: before the start */
+  s->req.data = s;
+  int rc = uv_fs_fdatasync(&lpd_ctx->loop, &s->req, s->fd, fsync_cb);
+  if (rc < 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, s->cb_ref);
+    close(s->fd);
+    free(s);
+    luaL_pushfail(L);
+    lua_pushfstring(L, "fdatasync: %s", uv_strerror(rc));
+    return 2;
+  }
+  s->prev = NULL;
+  s->next = fsyncs;
+  if (fsyncs) fsyncs->prev = s;
+  fsyncs = s;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* lock() -> true, or false when another process holds it. */
 static int file_lock(lua_State *L) {
   lpd_file_t *f = check_file(L);
@@ -124,6 +198,7 @@ static int l_sync_dir(lua_State *L) {
 
 void lpd_file_open(lua_State *L) {
   static const luaL_Reg m[] = {{"write", file_write}, {"sync", file_sync},
+                               {"sync_async", file_sync_async},
                                {"lock", file_lock},   {"size", file_size},
                                {"close", file_close}, {"__gc", file_close},
                                {"__close", file_close}, {NULL, NULL}};

@@ -50,6 +50,14 @@ local os_time, traceback = os.time, debug.traceback
 local json_decode, LIST_MT = core.json_decode, getmetatable(json.array())
 local function decode(body) return json_decode(body, LIST_MT) end
 
+-- A request to answer: an integer id from core.server's lean callback
+-- (no userdata, no finaliser per request), or a handle object (_request).
+local server_respond = core.server_respond
+local function answer(h, status, headers, body)
+  if type(h) == "number" then return server_respond(h, status, headers, body) end
+  return h:respond(status, headers, body)
+end
+
 --- Defaults of pivday.webhooks{...}.
 M.DEFAULTS = {
   host = "127.0.0.1",
@@ -330,6 +338,8 @@ function M.new(opts)
     _recent = {}, _rhead = 1, _rtail = 0, _rcap = recent,
     _acks = {}, _nacks = 0,           -- senders waiting for the journal sync
     _arrived = {}, _narrived = 0,
+    _syncing = nil,                    -- {acks, na, arrived, nr} while its fdatasync runs
+    _synced = {}, _nsynced = 0,        -- synced events, delivered by the next flush
     _held = {},                        -- waiting for the first registration
     _jf = {}, _je = {}, _jh = 1, _jt = 0, -- handler runs queued (see _run_jobs)
     _ready = false, _scheduled = false, _seq = 0,
@@ -367,8 +377,8 @@ function M.new(opts)
     header_timeout = opts.header_timeout or M.DEFAULTS.header_timeout,
     idle_timeout = opts.idle_timeout or M.DEFAULTS.idle_timeout,
     max_connections = opts.max_connections,
-    lean = true, -- cb(handle, method, path, body, peer): no request table, no headers
-  }, function(h, method, path, body, peer) self:_receive(h, method, path, body, peer) end)
+    lean = true, -- cb(id, method, path, body, peer): no request table, no headers
+  }, function(id, method, path, body, peer) self:_receive(id, method, path, body, peer) end)
   if not srv then
     if self._journal then self._journal:close() end
     return nil, local_error("LISTEN_FAILED", ("cannot listen on %s:%d: %s"):format(host, port, tostring(err)))
@@ -431,17 +441,17 @@ function Hooks:_receive(h, method, path, body, peer)
   local allow = self._allow
   if allow and not allow(peer) then
     self.stats.rejected = self.stats.rejected + 1
-    h:respond(403, H_TEXT, "forbidden\n")
+    answer(h, 403, H_TEXT, "forbidden\n")
     return
   end
   if not self._is_secret(path) then
     self.stats.rejected = self.stats.rejected + 1
-    h:respond(404, H_TEXT, "not found\n")
+    answer(h, 404, H_TEXT, "not found\n")
     return
   end
   if method ~= "POST" then
     self.stats.rejected = self.stats.rejected + 1
-    h:respond(405, H_405, "method not allowed (webhooks are POSTed)\n")
+    answer(h, 405, H_405, "method not allowed (webhooks are POSTed)\n")
     return
   end
   local ev
@@ -449,14 +459,14 @@ function Hooks:_receive(h, method, path, body, peer)
   if not ev then
     local why = body
     self.stats.rejected = self.stats.rejected + 1
-    h:respond(400, H_TEXT, "bad request: " .. why .. "\n")
+    answer(h, 400, H_TEXT, "bad request: " .. why .. "\n")
     return
   end
   local now = os_time()
   local key = dedupe.key(ev.event_type, ev.timestamp, ev.data)
   local j = self._journal
   local stats = self.stats
-  if self._window:seen(key, now) then
+  if self._window:seen_or_add(key, now) then
     stats.duplicates = stats.duplicates + 1
     if j then
       -- Answered with the next batch: the original may still be unsynced.
@@ -465,11 +475,10 @@ function Hooks:_receive(h, method, path, body, peer)
       self._nacks = n
       self:_schedule()
     else
-      h:respond(200, H_TEXT, "ok\n")
+      answer(h, 200, H_TEXT, "ok\n")
     end
     return
   end
-  self._window:add(key, now)
   stats.received = stats.received + 1
   ev.raw, ev.received_at, ev._key = body, now, key
   if j then
@@ -484,12 +493,12 @@ function Hooks:_receive(h, method, path, body, peer)
     local id = self._seq + 1
     self._seq = id
     ev.id = id
-    h:respond(200, H_TEXT, "ok\n")
+    answer(h, 200, H_TEXT, "ok\n")
   end
   local n = self._narrived + 1
   self._arrived[n] = ev
   self._narrived = n
-  self:_schedule()
+  if not self._scheduled then self:_schedule() end
 end
 
 -- One flush task per loop turn: it starts on the next iteration, after the
@@ -501,32 +510,100 @@ function Hooks:_schedule()
   end
 end
 
---- Writes and syncs what this turn queued, answers the waiting senders,
--- then hands the events to handlers. Runs in the flush task (or close()).
-function Hooks:_flush()
+-- Not on disk, so not acknowledged: the sender retries, and the retry must
+-- not be taken for a duplicate.
+local function refuse(self, why, err, acks, na, arrived, nr)
+  async.report("pivday.webhooks: journal " .. why .. " failed, answering 503: " .. tostring(err))
+  for i = 1, na do answer(acks[i], 503, H_TEXT, "journal write failed\n") end
+  for i = 1, nr do self._window:forget(arrived[i]._key) end
+end
+
+--- Writes what this turn queued and syncs it; delivers what the last sync
+-- made durable. Runs in the flush task (or close(), with `now`: then the
+-- sync blocks, covering a batch still syncing too).
+--
+-- With a journal this is a group commit: when other connections are open,
+-- the fdatasync runs in libuv's thread pool (File:sync_async), one at a
+-- time, while the loop goes on reading and parsing; what arrives meanwhile
+-- is queued (appended to the journal's buffer, its senders in _acks) and
+-- goes with the next sync, started as soon as this one completes
+-- (_synced_cb). A batch's senders are answered when its sync completes, and
+-- its events then handed to handlers, in arrival order.
+function Hooks:_flush(now)
   self._scheduled = false
+  local j = self._journal
+  -- Events the last sync made durable, delivered before any later ones.
+  local nd = self._nsynced
+  if nd > 0 then
+    local synced = self._synced
+    self._synced, self._nsynced = {}, 0
+    for i = 1, nd do self:_deliver(synced[i]) end
+  end
+  local batch = self._syncing
+  if j and batch and not now then
+    -- A sync is running: this turn's arrivals wait for the next one.
+    self:_run_jobs()
+    return
+  end
   local acks, na = self._acks, self._nacks
   local arrived, nr = self._arrived, self._narrived
   if na > 0 then self._acks, self._nacks = {}, 0 end
   if nr > 0 then self._arrived, self._narrived = {}, 0 end
-  local j = self._journal
-  if j and (na > 0 or j:pending()) then
-    local ok, err = j:flush(na > 0)
-    if not ok then
-      -- Not on disk, so not acknowledged: the sender retries, and the retry
-      -- must not be taken for a duplicate.
-      async.report("pivday.webhooks: journal write failed, answering 503: " .. tostring(err))
-      for i = 1, na do acks[i]:respond(503, H_TEXT, "journal write failed\n") end
-      for i = 1, nr do self._window:forget(arrived[i]._key) end
+  if j then
+    if j:should_compact(os_time() - math.max(self.retention, self.dedupe_window)) then
+      self:compact() -- writes and syncs what is queued first
+    end
+    if batch then
+      -- close(): the running sync's batch goes with this blocking one.
+      self._syncing = nil
+      local backs, bna, barr, bnr = batch[1], batch[2], batch[3], batch[4]
+      for i = 1, na do backs[bna + i] = acks[i] end
+      for i = 1, nr do barr[bnr + i] = arrived[i] end
+      acks, na, arrived, nr = backs, bna + na, barr, bnr + nr
+    end
+    -- Overlap only when something can arrive meanwhile: with every open
+    -- connection waiting in this batch (one sender, or the last stragglers),
+    -- a blocking sync costs the loop nothing and spares the thread pool's
+    -- round trip.
+    local srv = self._srv
+    local background = na > 0 and not now and srv ~= nil and srv:connections() > na
+    if na > 0 or j:pending() then
+      local ok, err = j:flush(na > 0 and not background)
+      if not ok then return refuse(self, "write", err, acks, na, arrived, nr) end
+    end
+    if background then
+      batch = { acks, na, arrived, nr }
+      self._syncing = batch
+      local ok, err = j:sync_async(function(sok, serr) self:_synced_cb(batch, sok, serr) end)
+      if not ok then
+        self._syncing = nil
+        return refuse(self, "sync", err, acks, na, arrived, nr)
+      end
+      self:_run_jobs()
       return
     end
   end
-  for i = 1, na do acks[i]:respond(200, H_TEXT, "ok\n") end
+  for i = 1, na do answer(acks[i], 200, H_TEXT, "ok\n") end
   for i = 1, nr do self:_deliver(arrived[i]) end
   self:_run_jobs()
-  if j and j:should_compact(os_time() - math.max(self.retention, self.dedupe_window)) then
-    self:compact()
+end
+
+-- The journal's sync of `batch` completed: its senders get their 2xx, its
+-- events go to handlers with the next flush, which also starts the sync of
+-- what arrived meanwhile.
+function Hooks:_synced_cb(batch, ok, err)
+  if self._syncing ~= batch then return end -- close() took it over
+  self._syncing = nil
+  local acks, na, arrived, nr = batch[1], batch[2], batch[3], batch[4]
+  if not ok then
+    refuse(self, "sync", err, acks, na, arrived, nr)
+  else
+    for i = 1, na do answer(acks[i], 200, H_TEXT, "ok\n") end
+    local synced, nd = self._synced, self._nsynced
+    for i = 1, nr do synced[nd + i] = arrived[i] end
+    self._nsynced = nd + nr
   end
+  self:_schedule()
 end
 
 -- Delivery -----------------------------------------------------------------------
@@ -570,8 +647,6 @@ function Hooks:_make_ready()
 end
 
 local function mark_done(self, ev)
-  if ev._done then return end
-  ev._done = true
   local j = self._journal
   if j and ev.id then
     j:done(ev.id)
@@ -580,10 +655,14 @@ local function mark_done(self, ev)
 end
 
 -- Drops one hold on ev; the last one marks it done unless a handler failed.
+-- Then _holds is -1: a stray release later changes nothing (a separate
+-- `_done` field was the ninth key of the event table, which doubled its
+-- hash part once more on every event).
 function Hooks:_release(ev)
   local h = ev._holds - 1
   ev._holds = h
   if h == 0 then
+    ev._holds = -1
     if ev._failed then
       self.stats.failed = self.stats.failed + 1
     else
@@ -957,7 +1036,7 @@ end
 -- their done marks are lost, so those events are delivered again next time.
 function Hooks:close()
   if self._closed then return end
-  self:_flush()
+  self:_flush(true)
   self._closed = true
   if self._srv then
     self._srv:close()

@@ -134,6 +134,24 @@ function Window:add(key, now)
   self._at[key] = now
 end
 
+--- seen(key, now), and when not seen add(key, now), in one call (the
+-- listener's per-event path): true when key was seen.
+function Window:seen_or_add(key, now)
+  local at, limit = self._at, now - self.seconds
+  local t = at[key]
+  if t ~= nil and t > limit then return true end
+  local times, h, tail = self._times, self._head, self._tail
+  if h <= tail and (times[h] <= limit or tail - h >= self.cap) then
+    self:_expire(now)
+    tail = self._tail
+  end
+  tail = tail + 1
+  self._tail = tail
+  self._keys[tail], times[tail] = key, now
+  at[key] = now
+  return false
+end
+
 --- Forgets key (its delivery was not acknowledged after all, so the
 -- sender's retry must be taken as new).
 function Window:forget(key)

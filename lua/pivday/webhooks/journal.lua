@@ -195,6 +195,14 @@ function Journal:flush(sync)
   return true
 end
 
+--- Starts an fdatasync of what flush() wrote so far in libuv's thread pool
+-- and returns true; cb(true) or cb(nil, message) follows from the loop.
+-- Returns nil and a message when it could not start (cb is not called).
+function Journal:sync_async(cb)
+  if not self._file then return nil, "journal closed" end
+  return self._file:sync_async(cb)
+end
+
 --- True when the file has grown enough since the last compaction that
 -- rewriting it is worth it (at least 1 MiB and as much as it then held),
 -- and, given `keep_after`, when compact(keep_after) could remove an event:
