@@ -189,28 +189,6 @@ static int res_pairs(lua_State *L) {
   return 3;
 }
 
-/* The headers table straight from the parsed headers. */
-static void push_headers_direct(lua_State *L, const pd_response_t *res) {
-  lua_createtable(L, 0, (int)res->nheaders);
-  char name[128];
-  for (size_t i = 0; i < res->nheaders; i++) {
-    const pd_header_t *h = &res->headers[i];
-    size_t n = h->name_len < sizeof(name) ? h->name_len : sizeof(name);
-    for (size_t j = 0; j < n; j++) name[j] = (char)tolower((unsigned char)h->name[j]);
-    lua_pushlstring(L, name, n);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, h->value, h->value_len);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, h->value, h->value_len);
-    }
-    lua_rawset(L, -3);
-  }
-}
-
 static void push_response(lua_State *L, const pd_response_t *res) {
   lua_createtable(L, 0, 4);
   lua_pushinteger(L, res->status);
@@ -228,7 +206,7 @@ static void push_response(lua_State *L, const pd_response_t *res) {
     if (b == NULL) {
       /* No memory for the block: the table now, no metatable needed. */
       lua_pushliteral(L, "headers");
-      push_headers_direct(L, res);
+      lpd_push_headers(L, res->headers, res->nheaders);
       lua_rawset(L, -3);
       return;
     }

@@ -47,6 +47,9 @@ void lpd_call(lua_State *L, int nargs);
 /* Pushes a pivday.Error-shaped table {kind, code, message}. */
 void lpd_push_error(lua_State *L, const char *kind, const char *code,
                     const char *message);
+/* Pushes a table of headers: names lower-cased, repeated ones joined with
+ * ", " as HTTP allows. */
+void lpd_push_headers(lua_State *L, const pd_header_t *hs, size_t n);
 /* Creates a userdata holding one pointer, with the named metatable. */
 void **lpd_newbox(lua_State *L, const char *mt);
 /* Checks arg as a non-closed box of the named type. */

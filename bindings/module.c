@@ -7,6 +7,7 @@
  * last at lua_close: it closes servers, the client and every handle, and
  * runs the loop until uv_loop_close succeeds.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,28 @@ void lpd_push_error(lua_State *L, const char *kind, const char *code,
   if (lpd_ctx->error_mt_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, lpd_ctx->error_mt_ref);
     lua_setmetatable(L, -2);
+  }
+}
+
+void lpd_push_headers(lua_State *L, const pd_header_t *hs, size_t n) {
+  lua_createtable(L, 0, (int)n);
+  char name[256];
+  for (size_t i = 0; i < n; i++) {
+    const pd_header_t *h = &hs[i];
+    size_t len = h->name_len < sizeof(name) ? h->name_len : sizeof(name);
+    for (size_t j = 0; j < len; j++)
+      name[j] = (char)tolower((unsigned char)h->name[j]);
+    lua_pushlstring(L, name, len);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h->value, h->value_len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h->value, h->value_len);
+    }
+    lua_rawset(L, -3);
   }
 }
 

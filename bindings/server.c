@@ -51,28 +51,6 @@ typedef struct lpd_req_s {
     if ((x)->next) (x)->next->prev = (x)->prev;                               \
   } while (0)
 
-static void push_headers(lua_State *L, const pd_header_t *hs, size_t n) {
-  lua_createtable(L, 0, (int)n);
-  char name[256];
-  for (size_t i = 0; i < n; i++) {
-    const pd_header_t *h = &hs[i];
-    size_t len = h->name_len < sizeof(name) ? h->name_len : sizeof(name);
-    for (size_t j = 0; j < len; j++)
-      name[j] = (char)tolower((unsigned char)h->name[j]);
-    lua_pushlstring(L, name, len);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, h->value, h->value_len);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, h->value, h->value_len);
-    }
-    lua_rawset(L, -3);
-  }
-}
-
 /* Pushes a new handle for r; NULL (nothing pushed, r dropped) when out of
  * memory. */
 static lpd_req_t *push_handle(lua_State *L, pd_http_req_t *r) {
@@ -183,7 +161,7 @@ static void request_cb(pd_server_t *s, pd_http_req_t *r, void *arg) {
   lua_setfield(L, -2, "body");
   lua_pushstring(L, r->peer);
   lua_setfield(L, -2, "peer");
-  push_headers(L, r->headers, r->nheaders);
+  lpd_push_headers(L, r->headers, r->nheaders);
   lua_setfield(L, -2, "headers");
   if (push_handle(L, r) == NULL) {
     lua_pop(L, 2);
