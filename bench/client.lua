@@ -14,33 +14,10 @@ if not (base_url and n and c and n > 0 and c > 0) then
   os.exit(2)
 end
 
-local now, clock = pivday.now, os.clock
+local load = dofile((arg[0]:match("^(.*)/") or ".") .. "/account_load.lua")
 
-local function percentile(t, p)
-  return t[math.min(#t, math.floor(#t * p) + 1)]
-end
-
-local line = pivday.run(function()
+print(pivday.run(function()
   local api = pivday.client{ api_key = "bench-key", base_url = base_url,
     concurrency = c, max_retries = 0, timeout = 30 }
-  local lat, issued, errors = {}, 0, 0
-  local function worker()
-    while issued < n do
-      issued = issued + 1
-      local t = now()
-      local acct = api.account.get()
-      lat[#lat + 1] = now() - t
-      if type(acct) ~= "table" or acct.balance == nil then errors = errors + 1 end
-    end
-  end
-  local workers = {}
-  for i = 1, c do workers[i] = worker end
-  local cpu0, t0 = clock(), now()
-  pivday.gather(table.unpack(workers))
-  local wall, cpu = now() - t0, clock() - cpu0
-  table.sort(lat)
-  return ("rps=%.1f p50_us=%.1f p99_us=%.1f cpu_us=%.2f n=%d errors=%d"):format(
-    #lat / wall, percentile(lat, 0.5) * 1e6, percentile(lat, 0.99) * 1e6,
-    cpu / #lat * 1e6, #lat, errors)
-end)
-print(line)
+  return load(api, n, c)
+end))

@@ -112,19 +112,19 @@ local function list(o, records, summary)
 end
 
 local function replay(o, records)
-  local todo = {}
+  local chosen = {}
   for _, rec in ipairs(records) do
-    if selected(o, rec, not o.all) then todo[#todo + 1] = rec end
+    if selected(o, rec, not o.all) then chosen[#chosen + 1] = rec end
   end
   if not o.forward_to then
-    for _, rec in ipairs(todo) do io.stdout:write((rec.body:gsub("[\r\n]", " ")), "\n") end
-    io.stderr:write(("%d events printed (nothing marked done)\n"):format(#todo))
+    for _, rec in ipairs(chosen) do io.stdout:write((rec.body:gsub("[\r\n]", " ")), "\n") end
+    io.stderr:write(("%d events printed (nothing marked done)\n"):format(#chosen))
     return 0
   end
   local status = 0
   local delivered = {}
   pivday.run(function()
-    for _, rec in ipairs(todo) do
+    for _, rec in ipairs(chosen) do
       local code, secs = listen.forward(o.forward_to, rec.body)
       local ev = as_event(rec)
       if code and code >= 200 and code <= 299 then
@@ -150,7 +150,7 @@ local function replay(o, records)
   else
     io.stderr:write("pivday events: not marking events done: ", err, "\n")
   end
-  io.stderr:write(("%d of %d events delivered to %s, %d marked done\n"):format(#delivered, #todo, o.forward_to, marked))
+  io.stderr:write(("%d of %d events delivered to %s, %d marked done\n"):format(#delivered, #chosen, o.forward_to, marked))
   return status
 end
 
