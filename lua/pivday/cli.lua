@@ -31,6 +31,18 @@ function M.use_sandbox()
   return 0
 end
 
+--- The end of a command whose arguments did not parse: with `err`, the
+-- message and the usage on stderr (exit 2); without, --help: the usage on
+-- stdout (exit 0). Returns the exit code.
+function M.usage_exit(command, err, usage)
+  if err then
+    io.stderr:write("pivday ", command, ": ", err, "\n", usage)
+    return 2
+  end
+  io.stdout:write(usage)
+  return 0
+end
+
 --- Splits `--name value`, `--name=value` and `--flag` arguments.
 -- spec: name -> "flag" | "value" | "list". Returns options, positionals, or
 -- nil and a usage message.

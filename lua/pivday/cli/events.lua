@@ -158,14 +158,7 @@ end
 -- failure, 2 usage).
 function M.main(args)
   local o, err = parse_args(args or {})
-  if not o then
-    if err then
-      io.stderr:write("pivday events: ", err, "\n", USAGE)
-      return 2
-    end
-    io.stdout:write(USAGE)
-    return 0
-  end
+  if not o then return require("pivday.cli").usage_exit("events", err, USAGE) end
   io.stdout:setvbuf("line")
   local f = io.open(o.journal, "rb")
   if not f then

@@ -120,14 +120,7 @@ end
 --- `pivday listen ...`. Returns the exit status (0 ok, 1 failure, 2 usage).
 function M.main(args)
   local opts, err = parse_args(args or {})
-  if not opts then
-    if err then
-      io.stderr:write("pivday listen: ", err, "\n", USAGE)
-      return 2
-    end
-    io.stdout:write(USAGE)
-    return 0
-  end
+  if not opts then return require("pivday.cli").usage_exit("listen", err, USAGE) end
   io.stdout:setvbuf("line")
   local out = io.stdout
   local info = opts.json and io.stderr or io.stdout
