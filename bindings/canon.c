@@ -404,6 +404,28 @@ static int dec_value(dec_t *d) {
   }
 }
 
+/* Decodes s[0..len) onto the stack (see lpd.h).  Returns 1 and pushes the
+ * value, or returns 0, pushes nothing and sets *err / *pos. */
+int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
+                  int *crlf, const char **err, size_t *pos) {
+  int top = lua_gettop(L);
+  dec_t d = {L, s, s + len, s, NULL, 0, 0, list_mt ? lua_absindex(L, list_mt) : 0};
+  skip_ws(&d);
+  int ok = dec_value(&d);
+  if (ok) {
+    skip_ws(&d);
+    if (d.p != d.end) ok = dec_fail(&d, "trailing characters");
+  }
+  if (crlf) *crlf = d.crlf;
+  if (!ok) {
+    lua_settop(L, top);
+    if (err) *err = d.err ? d.err : "bad JSON";
+    if (pos) *pos = (size_t)(d.p - d.start);
+    return 0;
+  }
+  return 1;
+}
+
 /* core.json_decode(text [, list_mt]) -> value, crlf; or nil and a message.
  * Empty lists get the metatable list_mt (pass pivday.json's, as
  * getmetatable(json.array())), like pivday.json.decode gives them.  `crlf` is
@@ -411,28 +433,17 @@ static int dec_value(dec_t *d) {
  * tokens here: the listener, which keeps bodies on one journal line, then
  * knows whether it must rewrite one without searching it again. */
 static int l_json_decode(lua_State *L) {
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  dec_t d = {L, s, s + len, s, NULL, 0, 0, 0};
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    d.list_mt = 2;
-  }
+  size_t len, pos;
+  const char *s = luaL_checklstring(L, 1, &len), *err;
+  int crlf;
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  skip_ws(&d);
-  int ok = dec_value(&d);
-  if (ok) {
-    skip_ws(&d);
-    if (d.p != d.end) ok = dec_fail(&d, "trailing characters");
-  }
-  if (!ok) {
-    lua_settop(L, 2);
+  if (!lpd_json_push(L, s, len, lua_isnil(L, 2) ? 0 : 2, &crlf, &err, &pos)) {
     luaL_pushfail(L);
-    lua_pushfstring(L, "%s at byte %d", d.err ? d.err : "bad JSON",
-                    (int)(d.p - d.start) + 1);
+    lua_pushfstring(L, "%s at byte %d", err, (int)pos + 1);
     return 2;
   }
-  lua_pushboolean(L, d.crlf);
+  lua_pushboolean(L, crlf);
   return 2;
 }
 
@@ -611,16 +622,21 @@ static void hash_value(lua_State *L, hash_t *s, int idx, int depth) {
   }
 }
 
+/* The 128-bit key of the three values at t, ts, data (see lpd.h). */
+void lpd_canon_key(lua_State *L, int t, int ts, int data, unsigned char out[16]) {
+  hash_t s = {0, 0, {0}, 0};
+  hash_value(L, &s, lua_absindex(L, t), 0);
+  hash_value(L, &s, lua_absindex(L, ts), 0);
+  hash_value(L, &s, lua_absindex(L, data), 0);
+  u128 h = hash_final(&s);
+  for (int i = 0; i < 16; i++) out[i] = (unsigned char)(h >> (8 * i));
+}
+
 /* core.canon_key(event_type, timestamp, data) -> a 16-byte string. */
 static int l_canon_key(lua_State *L) {
-  hash_t s = {0, 0, {0}, 0};
-  lua_settop(L, 3);
-  hash_value(L, &s, 1, 0);
-  hash_value(L, &s, 2, 0);
-  hash_value(L, &s, 3, 0);
-  u128 h = hash_final(&s);
   unsigned char out[16];
-  for (int i = 0; i < 16; i++) out[i] = (unsigned char)(h >> (8 * i));
+  lua_settop(L, 3);
+  lpd_canon_key(L, 1, 2, 3, out);
   lua_pushlstring(L, (const char *)out, 16);
   return 1;
 }

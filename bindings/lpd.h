@@ -65,6 +65,15 @@ int lpd_timer_open(lua_State *L);    /* registers timer, signal, poll */
 void lpd_tcp_open(lua_State *L);     /* registers connect/Stream */
 void lpd_file_open(lua_State *L);    /* registers open_file/File */
 void lpd_canon_open(lua_State *L);   /* registers json_decode, canon_key */
+/* Decodes the JSON text s[0..len) and pushes the value as core.json_decode
+ * gives it (empty lists get the metatable at stack index list_mt, if not
+ * 0).  Returns 1, or 0 with nothing pushed, *err the reason and *pos the
+ * byte offset.  *crlf (if given): the text held a CR or LF. */
+int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
+                  int *crlf, const char **err, size_t *pos);
+/* The listener's dedupe key of (event type, timestamp, data) at the given
+ * stack indexes: 16 bytes, as core.canon_key returns them. */
+void lpd_canon_key(lua_State *L, int t, int ts, int data, unsigned char out[16]);
 void lpd_client_shutdown(void);
 void lpd_server_shutdown(void);
 
