@@ -56,6 +56,7 @@ typedef struct {
   int depth;
   int crlf;         /* a CR or LF was seen (whitespace: strings refuse them) */
   int list_mt;      /* stack index of the metatable for empty lists, or 0 */
+  int strip;        /* drop members whose value is null (lpd_json_push_member) */
 } dec_t;
 
 static int dec_fail(dec_t *d, const char *msg) {
@@ -288,6 +289,10 @@ static int dec_object(dec_t *d) {
     d->p++;
     skip_ws(d);
     if (!dec_value(d)) return 0;
+    if (d->strip && lua_type(L, -1) == LUA_TLIGHTUSERDATA) {
+      lua_pop(L, 2);              /* null: the member is left out */
+      goto next;
+    }
     n++;
     if (n == PENDING_MAX) {
       if (!made) {
@@ -298,6 +303,7 @@ static int dec_object(dec_t *d) {
       flush_object(L, base + 1);
       n = 0;
     }
+  next:
     skip_ws(d);
     if (d->p < d->end && *d->p == ',') {
       d->p++;
@@ -409,7 +415,7 @@ static int dec_value(dec_t *d) {
 int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
                   int *crlf, const char **err, size_t *pos) {
   int top = lua_gettop(L);
-  dec_t d = {L, s, s + len, s, NULL, 0, 0, list_mt ? lua_absindex(L, list_mt) : 0};
+  dec_t d = {L, s, s + len, s, NULL, 0, 0, list_mt ? lua_absindex(L, list_mt) : 0, 0};
   skip_ws(&d);
   int ok = dec_value(&d);
   if (ok) {
@@ -424,6 +430,95 @@ int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
     return 0;
   }
   return 1;
+}
+
+/* Reads the object key at d->p (its opening quote) and tells which of
+ * two names it is: 1 for `a`, 2 for `b`, 0 for neither.  Keys without
+ * escapes are compared in place, without making a Lua string. */
+static int key_which(dec_t *d, const char *a, size_t an, const char *b, size_t bn,
+                     int *which) {
+  const char *p = d->p + 1;
+  const char *q = memchr(p, '"', (size_t)(d->end - p));
+  const char *k;
+  size_t kn;
+  int pushed = 0;
+  if (q != NULL && memchr(p, '\\', (size_t)(q - p)) == NULL) {
+    for (const char *c = p; c < q; c++)
+      if (*c == '\n' || *c == '\r' || *c == 0) return dec_fail(d, "line break or NUL in string");
+    k = p;
+    kn = (size_t)(q - p);
+    d->p = q + 1;
+  } else {
+    if (!dec_string(d)) return 0;
+    k = lua_tolstring(d->L, -1, &kn);
+    pushed = 1;
+  }
+  *which = kn == an && memcmp(k, a, an) == 0 ? 1 : kn == bn && memcmp(k, b, bn) == 0 ? 2 : 0;
+  if (pushed) lua_pop(d->L, 1);
+  return 1;
+}
+
+/* Decodes s[0..len), an object, and pushes its member `member` when that
+ * is an object or an array and the member `flag` is true: an API envelope
+ * {"success": true, "data": {...}} gives its data, without a table for the
+ * envelope.  Inside it, object members that are null are left out.
+ * Returns 1 with the member pushed, or 0 with nothing pushed for anything
+ * else (another shape, a false flag, text the decoder refuses): the caller
+ * then decodes the whole text its usual way. */
+int lpd_json_push_member(lua_State *L, const char *s, size_t len, int list_mt,
+                         const char *flag, const char *member) {
+  int top = lua_gettop(L);
+  dec_t d = {L, s, s + len, s, NULL, 0, 0, list_mt ? lua_absindex(L, list_mt) : 0, 0};
+  size_t fn = strlen(flag), mn = strlen(member);
+  int flag_true = 0, have = 0;
+  skip_ws(&d);
+  if (d.p >= d.end || *d.p != '{') return 0;
+  d.p++;
+  d.depth = 1;
+  skip_ws(&d);
+  if (d.p < d.end && *d.p == '}') return 0;
+  for (;;) {
+    int which;
+    skip_ws(&d);
+    if (d.p >= d.end || *d.p != '"') goto fail;
+    if (!key_which(&d, member, mn, flag, fn, &which)) goto fail;
+    int is_member = which == 1, is_flag = which == 2;
+    skip_ws(&d);
+    if (d.p >= d.end || *d.p != ':') goto fail;
+    d.p++;
+    skip_ws(&d);
+    if (!lua_checkstack(L, 4)) goto fail;
+    d.strip = is_member;
+    if (!dec_value(&d)) goto fail;
+    d.strip = 0;
+    if (is_member) {
+      if (have) lua_remove(L, -2); /* a repeated member: the last one wins */
+      have = lua_type(L, -1) == LUA_TTABLE ? 1 : -1;
+      if (have < 0) {
+        lua_pop(L, 1);
+        have = 0;
+      }
+    } else {
+      if (is_flag) flag_true = lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    }
+    skip_ws(&d);
+    if (d.p < d.end && *d.p == ',') {
+      d.p++;
+      continue;
+    }
+    if (d.p < d.end && *d.p == '}') {
+      d.p++;
+      break;
+    }
+    goto fail;
+  }
+  skip_ws(&d);
+  if (d.p != d.end || !flag_true || !have) goto fail;
+  return 1;
+fail:
+  lua_settop(L, top);
+  return 0;
 }
 
 /* core.json_decode(text [, list_mt]) -> value, crlf; or nil and a message.

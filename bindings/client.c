@@ -25,6 +25,7 @@ typedef struct {
   lua_Integer id;
   uint32_t slot;
   int cb_ref;
+  int api;        /* sent by core.api_send: answered the API way */
 } lpd_xfer_t;
 
 /* In-flight transfers by slot, with a stack of free slots.  Only cancel
@@ -189,29 +190,18 @@ static int res_pairs(lua_State *L) {
   return 3;
 }
 
-static void push_response(lua_State *L, const pd_response_t *res) {
-  lua_createtable(L, 0, 4);
-  lua_pushinteger(L, res->status);
-  lua_setfield(L, -2, "status");
-  lua_pushnumber(L, res->elapsed);
-  lua_setfield(L, -2, "elapsed");
-  lua_pushlstring(L, res->body ? res->body : "", res->body_len);
-  lua_setfield(L, -2, "body");
-  size_t total = 0;
+/* Pushes the header block of res (see above), with `pre` bytes of room
+ * filled from `prefix` first.  Returns 0 when out of memory (nothing
+ * pushed). */
+static int push_block(lua_State *L, const pd_response_t *res, const void *prefix,
+                      size_t pre) {
+  size_t total = pre;
   for (size_t i = 0; i < res->nheaders; i++)
     total += 8 + res->headers[i].name_len + res->headers[i].value_len;
   char stack_b[2048], *b = stack_b;
-  if (total > sizeof(stack_b)) {
-    b = malloc(total);
-    if (b == NULL) {
-      /* No memory for the block: the table now, no metatable needed. */
-      lua_pushliteral(L, "headers");
-      lpd_push_headers(L, res->headers, res->nheaders);
-      lua_rawset(L, -3);
-      return;
-    }
-  }
-  char *o = b;
+  if (total > sizeof(stack_b) && (b = malloc(total)) == NULL) return 0;
+  memcpy(b, prefix, pre);
+  char *o = b + pre;
   for (size_t i = 0; i < res->nheaders; i++) {
     const pd_header_t *h = &res->headers[i];
     put_u32(o, h->name_len);
@@ -223,6 +213,24 @@ static void push_response(lua_State *L, const pd_response_t *res) {
   }
   lua_pushlstring(L, b, total);
   if (b != stack_b) free(b);
+  return 1;
+}
+
+static void push_response(lua_State *L, const pd_response_t *res) {
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, res->status);
+  lua_setfield(L, -2, "status");
+  lua_pushnumber(L, res->elapsed);
+  lua_setfield(L, -2, "elapsed");
+  lua_pushlstring(L, res->body ? res->body : "", res->body_len);
+  lua_setfield(L, -2, "body");
+  if (!push_block(L, res, NULL, 0)) {
+    /* No memory for the block: the table now, no metatable needed. */
+    lua_pushliteral(L, "headers");
+    lpd_push_headers(L, res->headers, res->nheaders);
+    lua_rawset(L, -3);
+    return;
+  }
   lua_rawsetp(L, -2, RAW_KEY);
   lua_rawgeti(L, LUA_REGISTRYINDEX, response_mt_ref);
   lua_setmetatable(L, -2);
@@ -249,6 +257,45 @@ static void push_failure(lua_State *L, const pd_response_t *res) {
   }
 }
 
+/* The API envelope core.api_send unwraps, set by core.api_setup. */
+static struct {
+  char flag[32], member[32];
+  int list_mt_ref;
+} envelope = {"", "", LUA_NOREF};
+
+/* What a meta blob starts with: then the header block. */
+typedef struct {
+  lua_Integer status;
+  double elapsed;
+} meta_head_t;
+
+/* core.api_send's answer: cb(data, meta) when the body is an envelope
+ * whose flag is true and whose member is a table (the member, decoded in
+ * one pass, no table for the envelope, nor for the response or its body);
+ * cb(false, res) for anything else, res as core.request gives it. */
+static void api_answer(lua_State *L, const pd_response_t *res) {
+  if (res->status >= 200 && res->status < 300 && res->body_len > 0) {
+    int top = lua_gettop(L);
+    int mt = 0;
+    if (envelope.list_mt_ref != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, envelope.list_mt_ref);
+      mt = lua_gettop(L);
+    }
+    meta_head_t head = {res->status, res->elapsed};
+    if (lpd_json_push_member(L, res->body, res->body_len, mt, envelope.flag,
+                             envelope.member) &&
+        push_block(L, res, &head, sizeof(head))) {
+      if (mt) lua_remove(L, mt);
+      lpd_call(L, 2);
+      return;
+    }
+    lua_settop(L, top);
+  }
+  lua_pushboolean(L, 0);
+  push_response(L, res);
+  lpd_call(L, 2);
+}
+
 static void response_cb(pd_transfer_t *t, const pd_response_t *res,
                         void *arg) {
   (void)t;
@@ -256,18 +303,20 @@ static void response_cb(pd_transfer_t *t, const pd_response_t *res,
   lua_State *L = lpd_ctx->L;
   lpd_ctx->inflight--;
   slot_give(x);
-  int cb_ref = x->cb_ref;
+  int cb_ref = x->cb_ref, api = x->api;
   free(x);
   if (cb_ref == LUA_NOREF) return;       /* cancelled through core.cancel */
   lua_rawgeti(L, LUA_REGISTRYINDEX, cb_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, cb_ref);
-  if (res->err == 0) {
-    push_response(L, res);
-    lpd_call(L, 1);
-  } else {
+  if (res->err != 0) {
     lua_pushnil(L);
     push_failure(L, res);
     lpd_call(L, 2);
+  } else if (api) {
+    api_answer(L, res);
+  } else {
+    push_response(L, res);
+    lpd_call(L, 1);
   }
 }
 
@@ -295,11 +344,39 @@ static pd_client_t *shared_client(lua_State *L) {
   return lpd_ctx->client;
 }
 
-/* request{method=, url=, headers={}, body=, timeout=, connect_timeout=,
- *         max_body=, no_resend=, insecure=}, cb -> id */
+/* Sends req with the function at stack index cb as its callback; pushes
+ * the id.  Returns 0, or a PD_E* code with nothing pushed (a Lua error for
+ * no memory: the caller may hold memory to free first, hence the code). */
+static int send_request(lua_State *L, const pd_request_t *req, int cb, int api) {
+  pd_client_t *c = shared_client(L);
+  lpd_xfer_t *x = malloc(sizeof(*x));
+  if (x == NULL || slot_take(x) < 0) {
+    free(x);
+    return PD_ENOMEM;
+  }
+  x->api = api;
+  lua_pushvalue(L, cb);
+  x->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  int rc = pd_client_send(c, req, response_cb, x, &x->t);
+  if (rc < 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, x->cb_ref);
+    slot_give(x);
+    free(x);
+    return rc;
+  }
+  lpd_ctx->inflight++;
+  lua_pushinteger(L, x->id);
+  return 0;
+}
+
+/* request({method=, url=, headers={}, body=, timeout=, connect_timeout=,
+ *         max_body=, no_resend=, insecure=}, ..., cb) -> id */
 static int l_request(lua_State *L) {
+  /* The callback is the last argument: async.await_op passes nils in
+   * between. */
+  int cb = lua_gettop(L);
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_argexpected(L, cb >= 2 && lua_type(L, cb) == LUA_TFUNCTION, 2, "function");
   if (lpd_ctx->closing) return luaL_error(L, "pivday: shutting down");
   pd_request_t req = {0};
   req.method = str_field(L, 1, "method", "GET", NULL);
@@ -366,26 +443,122 @@ static int l_request(lua_State *L) {
   req.headers = h;
   req.nheaders = nh;
 
-  pd_client_t *c = shared_client(L);
-  lpd_xfer_t *x = malloc(sizeof(*x));
-  if (x == NULL || slot_take(x) < 0) {
-    free(x);
-    if (h != stack_h) free(h);
-    return luaL_error(L, "pivday: out of memory");
-  }
-  lua_pushvalue(L, 2);
-  x->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  int rc = pd_client_send(c, &req, response_cb, x, &x->t);
+  int rc = send_request(L, &req, cb, 0);
   if (h != stack_h) free(h);
-  if (rc < 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, x->cb_ref);
-    slot_give(x);
-    free(x);
-    return luaL_error(L, "pivday: request: %s", pd_strerror(rc));
+  return rc < 0 ? luaL_error(L, "pivday: request: %s", pd_strerror(rc)) : 1;
+}
+
+/* ------------------------------------------------- the API fast path -- */
+
+/* What every call of one API client sends alike, read once instead of
+ * from a request table per call: the headers (copied into the userdata),
+ * the connect timeout, the body cap, TLS checking. */
+typedef struct {
+  size_t nh;
+  pd_header_t *h;          /* into the userdata, after this struct */
+  double connect_timeout;
+  size_t max_body;
+  int insecure;
+} api_conf_t;
+
+#define LPD_API_CONF "pivday.core.ApiConf"
+
+/* api_conf{headers=, connect_timeout=, max_body=, insecure=} -> conf */
+static int l_api_conf(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size_t nh = 0, bytes = 0;
+  lua_getfield(L, 1, "headers");
+  int hidx = lua_gettop(L);
+  if (!lua_isnil(L, hidx)) {
+    luaL_argexpected(L, lua_istable(L, hidx), 1, "headers as a table");
+    lua_pushnil(L);
+    while (lua_next(L, hidx)) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+        return luaL_error(L, "headers: names and values must be strings");
+      bytes += lua_rawlen(L, -2) + lua_rawlen(L, -1);
+      nh++;
+      lua_pop(L, 1);
+    }
   }
-  lpd_ctx->inflight++;
-  lua_pushinteger(L, x->id);
+  api_conf_t *c = lua_newuserdatauv(L, sizeof(*c) + nh * sizeof(pd_header_t) + bytes, 0);
+  c->nh = 0;
+  c->h = (pd_header_t *)(void *)(c + 1);
+  char *o = (char *)(c->h + nh);
+  if (nh > 0) {
+    lua_pushnil(L);
+    while (lua_next(L, hidx)) {
+      pd_header_t *h = &c->h[c->nh++];
+      const char *k = lua_tolstring(L, -2, &h->name_len);
+      const char *v = lua_tolstring(L, -1, &h->value_len);
+      memcpy(o, k, h->name_len);
+      h->name = o;
+      o += h->name_len;
+      memcpy(o, v, h->value_len);
+      h->value = o;
+      o += h->value_len;
+      lua_pop(L, 1);
+    }
+  }
+  c->connect_timeout = lpd_optnumfield(L, 1, "connect_timeout", 0);
+  c->max_body = (size_t)lpd_optnumfield(L, 1, "max_body", 0);
+  lua_getfield(L, 1, "insecure");
+  c->insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  luaL_setmetatable(L, LPD_API_CONF);
   return 1;
+}
+
+/* api_setup{flag=, member=, list_mt=}: the envelope api_send unwraps (see
+ * api_answer) and the metatable its empty lists get. */
+static int l_api_setup(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size_t fn = 0, mn = 0;
+  const char *f = str_field(L, 1, "flag", "", &fn);
+  const char *m = str_field(L, 1, "member", "", &mn);
+  luaL_argcheck(L, fn < sizeof(envelope.flag) && mn < sizeof(envelope.member), 1,
+                "flag and member must be under 32 bytes");
+  memcpy(envelope.flag, f, fn + 1);
+  memcpy(envelope.member, m, mn + 1);
+  lua_getfield(L, 1, "list_mt");
+  luaL_unref(L, LUA_REGISTRYINDEX, envelope.list_mt_ref);
+  envelope.list_mt_ref = lua_istable(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
+  return 0;
+}
+
+/* api_send(conf, method, url, body|nil, timeout, no_resend, cb) -> id.
+ * cb(data, meta) for an envelope with its flag true and a table member;
+ * cb(false, res) for any other answer; cb(nil, err) when there was none.
+ * meta is a string for core.api_meta. */
+static int l_api_send(lua_State *L) {
+  const api_conf_t *c = luaL_checkudata(L, 1, LPD_API_CONF);
+  pd_request_t req = {0};
+  req.method = luaL_checkstring(L, 2);
+  req.url = luaL_checkstring(L, 3);
+  if (!lua_isnil(L, 4)) req.body = luaL_checklstring(L, 4, &req.body_len);
+  req.timeout = luaL_optnumber(L, 5, 0);
+  req.no_resend = lua_toboolean(L, 6);
+  luaL_checktype(L, 7, LUA_TFUNCTION);
+  if (lpd_ctx->closing) return luaL_error(L, "pivday: shutting down");
+  req.headers = c->h;
+  req.nheaders = c->nh;
+  req.connect_timeout = c->connect_timeout;
+  req.max_response_body = c->max_body;
+  req.insecure = c->insecure;
+  int rc = send_request(L, &req, 7, 1);
+  return rc < 0 ? luaL_error(L, "pivday: request: %s", pd_strerror(rc)) : 1;
+}
+
+/* api_meta(meta) -> status, elapsed, headers (a table, as res.headers) */
+static int l_api_meta(lua_State *L) {
+  size_t len;
+  const char *b = luaL_checklstring(L, 1, &len);
+  meta_head_t head;
+  luaL_argcheck(L, len >= sizeof(head), 1, "not a meta string");
+  memcpy(&head, b, sizeof(head));
+  lua_pushinteger(L, head.status);
+  lua_pushnumber(L, head.elapsed);
+  push_headers_table(L, b + sizeof(head), len - sizeof(head));
+  return 3;
 }
 
 /* cancel(id): cancels the transfer and drops its callback.  The transfer
@@ -504,8 +677,18 @@ int lpd_client_open(lua_State *L) {
   lua_pushliteral(L, "pivday.http.response");
   lua_setfield(L, -2, "__name");
   response_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaL_newmetatable(L, LPD_API_CONF);
+  lua_pop(L, 1);
   lua_pushcfunction(L, l_request);
   lua_setfield(L, -2, "request");
+  lua_pushcfunction(L, l_api_conf);
+  lua_setfield(L, -2, "api_conf");
+  lua_pushcfunction(L, l_api_setup);
+  lua_setfield(L, -2, "api_setup");
+  lua_pushcfunction(L, l_api_send);
+  lua_setfield(L, -2, "api_send");
+  lua_pushcfunction(L, l_api_meta);
+  lua_setfield(L, -2, "api_meta");
   lua_pushcfunction(L, l_cancel);
   lua_setfield(L, -2, "cancel");
   lua_pushcfunction(L, l_fix_numbers);

@@ -71,6 +71,12 @@ void lpd_canon_open(lua_State *L);   /* registers json_decode, canon_key */
  * byte offset.  *crlf (if given): the text held a CR or LF. */
 int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
                   int *crlf, const char **err, size_t *pos);
+/* Decodes s[0..len), an object, and pushes its member `member` (null
+ * object members left out, at every depth) when that is a table and the
+ * member `flag` is true: an API envelope's data.  Returns 1, or 0 with
+ * nothing pushed for any other text. */
+int lpd_json_push_member(lua_State *L, const char *s, size_t len, int list_mt,
+                         const char *flag, const char *member);
 /* The listener's dedupe key of (event type, timestamp, data) at the given
  * stack indexes: 16 bytes, as core.canon_key returns them. */
 void lpd_canon_key(lua_State *L, int t, int ts, int data, unsigned char out[16]);

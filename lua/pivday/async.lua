@@ -237,21 +237,22 @@ local function after_wait(task, ...)
   return ...
 end
 
---- Like await, for an operation started as `op(arg, cb)` -> handle and
--- cancelled as `cancel(handle)`, such as pivday.core's request: `cb` must
+--- Like await, for an operation started as `op(a, b, c, d, e, f, cb)` ->
+-- handle (trailing nil arguments are passed as nils) and cancelled as
+-- `cancel(handle)`, such as pivday.core's request and api_send: `cb` must
 -- run once, from the loop (never inside `op`), and never after `cancel`.
 -- Waiting this way allocates no closure, token or result table per wait,
 -- which matters on the request path.
-function M.await_op(op, arg, cancel)
+function M.await_op(op, cancel, a, b, c, d, e, f)
   local task = tasks[(co_running())]
   if not task then
     return M.await(function(done)
-      local h = op(arg, done)
+      local h = op(a, b, c, d, e, f, done)
       return function() cancel(h) end
     end)
   end
   if task.cancel_err then error(task.cancel_err, 0) end
-  local h = op(arg, task.waker or waker(task))
+  local h = op(a, b, c, d, e, f, task.waker or waker(task))
   task.wait_token = true -- no await `done` matches it: theirs are tables
   task.op_cancel, task.op_arg = cancel, h
   return after_wait(task, co_yield(WAIT))

@@ -314,17 +314,26 @@ end
 -- Runtime (transport, clock, sleep, condition variables)
 ---------------------------------------------------------------------------
 
+-- pivday.http and its prepared requests, loaded with the first default
+-- runtime (custom transports do without).
+local http, send_prepared, meta_of
+
 -- The runtime is looked up on first use: pivday's init.lua requires this
 -- module while it is itself loading.
 local function runtime(st)
   local rt = st.rt
   if rt.ready then return rt end
   local need = not (rt.request and rt.now and rt.sleep and rt.cond)
-  -- The default transport only reads its request: headers can be shared.
-  rt.shared_headers = rt.request == nil
+  -- Without a transport of its own, the client sends through pivday.http's
+  -- prepared requests (see prepare).
+  rt.default = rt.request == nil
+  if rt.default and not http then
+    http = require "pivday.http"
+    send_prepared, meta_of = http.send_prepared, http.meta_of
+    http.set_envelope { flag = "success", member = "data", list_mt = getmetatable(json.array()) }
+  end
   if need then
     local pivday = require "pivday"
-    rt.request = rt.request or function(req) return pivday.http.request(req) end
     rt.now = rt.now or pivday.now
     rt.sleep = rt.sleep or pivday.sleep
     rt.cond = rt.cond or require("pivday.async").cond
@@ -633,22 +642,24 @@ local function deadline_error(st, ep, path, attempts, last_err, what)
   return finish(err, ep, path, attempts)
 end
 
--- The request headers. With the default transport, which only reads them,
--- one table per client and kind serves every call; a custom transport gets
--- its own table per call, as it may keep or change it.
-local function request_headers(st, rt, key, has_body)
-  local cached = rt.shared_headers and (has_body and st.headers_body or st.headers_plain)
-  if cached then return cached end
+-- The request headers.
+local function request_headers(key, has_body)
   local headers = {
     ["Authorization"] = "Bearer " .. key,
     ["Accept"] = "application/json",
     ["User-Agent"] = USER_AGENT,
   }
   if has_body then headers["Content-Type"] = "application/json" end
-  if rt.shared_headers then
-    if has_body then st.headers_body = headers else st.headers_plain = headers end
-  end
   return headers
+end
+
+-- The default transport's handle for calls with or without a body: the
+-- headers and options every call sends, read by C once per client.
+local function prepare(st, key, has_body)
+  local p = http.prepare { headers = request_headers(key, has_body),
+    connect_timeout = st.connect_timeout }
+  if has_body then st.prepared_body = p else st.prepared_plain = p end
+  return p
 end
 
 -- Sends the request for endpoint `ep`; returns payload or nil, err.
@@ -677,7 +688,12 @@ local function perform(st, ep, path, query, body, url)
     end
     payload = text
   end
-  local headers = request_headers(st, rt, key, body ~= nil)
+  local headers, prepared
+  if rt.default then
+    prepared = body and st.prepared_body or st.prepared_plain or prepare(st, key, body ~= nil)
+  else
+    headers = request_headers(key, body ~= nil)
+  end
 
   local started = rt.now()
   local deadline = st.deadline and started + st.deadline
@@ -711,16 +727,28 @@ local function perform(st, ep, path, query, body, url)
     local res, terr
     do
       local _ <close> = slot
-      -- The default transport reads its request before it first yields,
-      -- so one table per client serves every call (like the headers); a
-      -- custom transport gets its own, as it may keep it.
-      local req = rt.shared_headers and st.req_opts or {}
-      req.method, req.url, req.headers, req.body = method, url, headers, payload
-      req.timeout, req.connect_timeout = attempt_timeout, st.connect_timeout
-      -- libcurl re-sends a request on a dead keep-alive connection by
-      -- itself; a POST must reach the server at most once.
-      req.no_resend = method == "POST"
-      res, terr = rt.request(req)
+      if prepared then
+        -- The default transport: headers and options read once per client,
+        -- and a success envelope decoded straight to its data in C.
+        local data, r = send_prepared(prepared, method, url, payload, attempt_timeout)
+        if data then
+          if debug then log_attempt(st, ep, method, path, (meta_of(r)), t0, rt, attempts) end
+          -- M.meta reads the string when asked; after retries the call's
+          -- own figures go with it.
+          metas[data] = attempts == 1 and r or { false, false, attempts, rt.now() - started, r }
+          return data
+        end
+        if data == false then res = r else terr = r end
+      else
+        -- A custom transport gets its own request table: it may keep it.
+        res, terr = rt.request {
+          method = method, url = url, headers = headers, body = payload,
+          timeout = attempt_timeout, connect_timeout = st.connect_timeout,
+          -- libcurl re-sends a request on a dead keep-alive connection by
+          -- itself; a POST must reach the server at most once.
+          no_resend = method == "POST",
+        }
+      end
     end
 
     local err, how
@@ -730,10 +758,10 @@ local function perform(st, ep, path, query, body, url)
       if kind == "ok" then
         if type(value) == "table" then
           -- M.meta builds the record when asked: most callers never do.
-          -- With the default transport res is the client's own, and keeps
-          -- the headers unbuilt until then (its body is not kept); a custom
-          -- transport's headers are taken as they are now.
-          if rt.shared_headers then
+          -- The default transport's res keeps its headers unbuilt until
+          -- then (its body is not kept); a custom transport's headers are
+          -- taken as they are now.
+          if prepared then
             res.body = nil
             metas[value] = { res.status, false, attempts, rt.now() - started, res }
           else
@@ -1041,7 +1069,6 @@ function M.new(opts)
     dry_run = opts.dry_run and true or nil,
     rt = { request = opts.transport, now = rt_opts.now, sleep = rt_opts.sleep, cond = rt_opts.cond },
     noarg_checks = {}, -- endpoint -> false | { message, field } (call_noargs)
-    req_opts = {},     -- the default transport's request table (perform)
   }
 
   local api = setmetatable({ base_url = base_url }, Client)
@@ -1078,17 +1105,29 @@ end
 function M.meta(result)
   if type(result) ~= "table" then return nil end
   local m = metas[result]
-  if m and m.attempts == nil then
-    -- Pending since the call: { status, headers, attempts, elapsed[, res] }.
-    local h = m[2]
-    if m[5] then h = m[5].headers end
-    m = {
-      status = m[1], attempts = m[3], elapsed = m[4],
-      request_id = h and (h["x-request-id"] or h["request-id"]),
-      headers = h,
-    }
-    metas[result] = m
+  if m == nil or m.attempts ~= nil then return m end
+  -- Pending since the call: a send_prepared meta string (one attempt, its
+  -- own time), or { status, headers, attempts, elapsed[, res or meta] }.
+  local status, elapsed, h, attempts
+  if type(m) == "string" then
+    status, elapsed, h = meta_of(m)
+    attempts = 1
+  else
+    status, h, attempts, elapsed = m[1], m[2], m[3], m[4]
+    local r = m[5]
+    if type(r) == "string" then
+      local _
+      status, _, h = meta_of(r)
+    elseif r then
+      h = r.headers
+    end
   end
+  m = {
+    status = status, attempts = attempts, elapsed = elapsed,
+    request_id = h and (h["x-request-id"] or h["request-id"]),
+    headers = h,
+  }
+  metas[result] = m
   return m
 end
 

@@ -9,11 +9,32 @@ local async = require "pivday.async"
 local M = {}
 
 local await_op, spawn_now = async.await_op, async.spawn_now
-local core_request, core_cancel = core.request, core.cancel
+local core_request, core_cancel, core_api_send = core.request, core.cancel, core.api_send
 local traceback = debug.traceback
 
 --- Returned by a handler: close the connection without answering.
 M.DROP = setmetatable({}, { __name = "pivday.http.DROP" })
+
+-- TLS verification is only ever off by the explicit insecure option, and
+-- it says so once per process.
+local function warn_insecure()
+  if M._warned_insecure then return end
+  M._warned_insecure = true
+  io.stderr:write("pivday.http: WARNING: insecure = true: TLS certificates and host names are NOT "
+    .. "verified for this and later insecure requests\n")
+end
+
+-- A request that changes something and is cancelled in flight (by
+-- pivday.timeout or task:cancel) may have taken effect: the error that
+-- unwinds the task says so.
+local function await_changing(op, a, b, c, d, e, f)
+  local ok, r1, r2 = pcall(await_op, op, core_cancel, a, b, c, d, e, f)
+  if ok then return r1, r2 end
+  if type(r1) == "table" and (r1.kind == "cancelled" or r1.kind == "timeout") then
+    r1.outcome_unknown = true
+  end
+  error(r1, 0)
+end
 
 --- Sends one request. opts: method (GET), url, headers (name -> value),
 -- body, timeout and connect_timeout (seconds), max_body (bytes), no_resend
@@ -28,27 +49,46 @@ function M.request(opts)
   if type(opts.url) ~= "string" then
     error("bad argument #1 to 'request' (field 'url' must be a string)", 2)
   end
-  if opts.insecure and not M._warned_insecure then
-    -- TLS verification is only ever off by this explicit option, and it
-    -- says so once per process.
-    M._warned_insecure = true
-    io.stderr:write("pivday.http: WARNING: insecure = true: TLS certificates and host names are NOT "
-      .. "verified for this and later insecure requests\n")
-  end
+  if opts.insecure then warn_insecure() end
   local method = opts.method
   if method == nil or method == "GET" or method == "HEAD" then
-    return await_op(core_request, opts, core_cancel)
+    return await_op(core_request, core_cancel, opts)
   end
-  -- A request that changes something and is cancelled in flight (by
-  -- pivday.timeout or task:cancel) may have taken effect: the error that
-  -- unwinds the task says so.
-  local ok, res, err = pcall(await_op, core_request, opts, core_cancel)
-  if ok then return res, err end
-  if type(res) == "table" and (res.kind == "cancelled" or res.kind == "timeout") then
-    res.outcome_unknown = true
-  end
-  error(res, 0)
+  return await_changing(core_request, opts)
 end
+
+--- Sets the JSON envelope send_prepared unwraps: a body that is an object
+-- whose member `flag` is true and whose member `member` is an object or a
+-- list. opts: flag, member, list_mt (the metatable empty lists get).
+function M.set_envelope(opts)
+  core.api_setup(opts)
+end
+
+--- What every request of one caller sends alike, read once: headers,
+-- connect_timeout, max_body, insecure (as in request). Returns a handle
+-- for send_prepared.
+function M.prepare(opts)
+  if opts.insecure then warn_insecure() end
+  return core.api_conf(opts)
+end
+
+--- Sends one request through a prepared handle and decodes the answer in
+-- the same pass when it is the envelope (see set_envelope). Returns
+--   member, meta     the envelope's member (nulls left out of objects),
+--                    meta a string for meta_of;
+--   false, res       any other answer, res as request gives it;
+--   nil, err         no answer, err as request gives it.
+-- A request other than GET cancelled in flight raises with
+-- outcome_unknown set, as in request.
+function M.send_prepared(conf, method, url, body, timeout)
+  if method == "GET" then
+    return await_op(core_api_send, core_cancel, conf, method, url, body, timeout, false)
+  end
+  return await_changing(core_api_send, conf, method, url, body, timeout, method == "POST")
+end
+
+--- status, elapsed, headers of a send_prepared meta.
+M.meta_of = core.api_meta
 
 local Server = {}
 Server.__index = Server

@@ -1067,6 +1067,23 @@ describe("pivday.client against the sandbox", function()
       end
     end)
 
+    it("gives what a call took through meta, one attempt or several", function()
+      local r = assert(api.account.get())
+      local m = pivday.meta(r)
+      assert.equal(200, m.status)
+      assert.equal(1, m.attempts)
+      assert.is_true(m.elapsed > 0 and m.elapsed < 10)
+      assert.equal("application/json", m.headers["content-type"]:match("^[^;]+"))
+      assert.equal(m, pivday.meta(r)) -- made once
+      ctl("fault", { match = "/account", status = 500, times = 1 })
+      local r2 = assert(api.account.get())
+      local m2 = pivday.meta(r2)
+      assert.equal(200, m2.status)
+      assert.equal(2, m2.attempts)
+      assert.is_table(m2.headers)
+      assert.is_true(m2.elapsed > 0 and m2.elapsed < 10)
+    end)
+
     it("is retried through a refunded verify failure, POST included", function()
       local n = assert(api.numbers.purchase { country_code = "SE", duration_months = 1, auto_renew = false }).numbers[1].piv_num_id
       ctl("force", { what = "verify", outcome = "QUEUE_FULL" })
