@@ -286,14 +286,14 @@ static void api_answer(lua_State *L, const pd_response_t *res) {
                              envelope.member) &&
         push_block(L, res, &head, sizeof(head))) {
       if (mt) lua_remove(L, mt);
-      lpd_call(L, 2);
+      lpd_deliver(L, 2);
       return;
     }
     lua_settop(L, top);
   }
   lua_pushboolean(L, 0);
   push_response(L, res);
-  lpd_call(L, 2);
+  lpd_deliver(L, 2);
 }
 
 static void response_cb(pd_transfer_t *t, const pd_response_t *res,
@@ -311,12 +311,12 @@ static void response_cb(pd_transfer_t *t, const pd_response_t *res,
   if (res->err != 0) {
     lua_pushnil(L);
     push_failure(L, res);
-    lpd_call(L, 2);
+    lpd_deliver(L, 2);
   } else if (api) {
     api_answer(L, res);
   } else {
     push_response(L, res);
-    lpd_call(L, 1);
+    lpd_deliver(L, 1);
   }
 }
 
@@ -376,7 +376,8 @@ static int l_request(lua_State *L) {
    * between. */
   int cb = lua_gettop(L);
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_argexpected(L, cb >= 2 && lua_type(L, cb) == LUA_TFUNCTION, 2, "function");
+  luaL_argexpected(L, cb >= 2 && (lua_type(L, cb) == LUA_TFUNCTION ||
+                                   lua_type(L, cb) == LUA_TTHREAD), 2, "function");
   if (lpd_ctx->closing) return luaL_error(L, "pivday: shutting down");
   pd_request_t req = {0};
   req.method = str_field(L, 1, "method", "GET", NULL);
@@ -537,7 +538,8 @@ static int l_api_send(lua_State *L) {
   if (!lua_isnil(L, 4)) req.body = luaL_checklstring(L, 4, &req.body_len);
   req.timeout = luaL_optnumber(L, 5, 0);
   req.no_resend = lua_toboolean(L, 6);
-  luaL_checktype(L, 7, LUA_TFUNCTION);
+  luaL_argexpected(L, lua_type(L, 7) == LUA_TFUNCTION || lua_type(L, 7) == LUA_TTHREAD, 7,
+                   "function or waiting task");
   if (lpd_ctx->closing) return luaL_error(L, "pivday: shutting down");
   req.headers = c->h;
   req.nheaders = c->nh;

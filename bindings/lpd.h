@@ -4,7 +4,9 @@
  * every request reuses the same connections) and the Lua state that loaded
  * it.  Everything runs on the loop's thread.  C never resumes coroutines:
  * it calls Lua callbacks (under pcall) once libcurl/llhttp have returned,
- * and lua/pivday/async.lua does the scheduling.
+ * and lua/pivday/async.lua does the scheduling; the one exception is a
+ * request's completion, which resumes the waiting task itself
+ * (lpd_deliver).
  */
 #ifndef LPD_H
 #define LPD_H
@@ -44,6 +46,11 @@ extern lpd_ctx_t *lpd_ctx;
  * error goes to the reporter (a traceback on stderr by default).  Pops the
  * function and the arguments. */
 void lpd_call(lua_State *L, int nargs);
+/* Like lpd_call, for a completion: when the value below the nargs
+ * arguments is a thread (a task waiting in async.await_op) it is resumed
+ * with them directly; an outcome other than waiting again or finishing
+ * goes to the Lua function given to core.set_resumer. */
+void lpd_deliver(lua_State *L, int nargs);
 /* Pushes a pivday.Error-shaped table {kind, code, message}. */
 void lpd_push_error(lua_State *L, const char *kind, const char *code,
                     const char *message);

@@ -51,8 +51,9 @@ core.set_reporter(function(err)
   M.report(s)
 end)
 
-local function resume(task, ...)
-  local ok, y = co_resume(task.co, ...)
+-- What a resume of `task` came to: ok and the first value yielded or
+-- raised.
+local function resumed(task, ok, y)
   if not ok then
     M.report(describe(y, traceback(task.co)))
   elseif y ~= WAIT and co_status(task.co) == "suspended" then
@@ -63,6 +64,18 @@ local function resume(task, ...)
     co_resume(task.co)
   end
 end
+
+local function resume(task, ...)
+  resumed(task, co_resume(task.co, ...))
+end
+
+-- Completions of await_op resume their task from C (pivday.core's
+-- lpd_deliver), which tells us only what is not a task waiting again or
+-- finishing.
+core.set_resumer(WAIT, function(co, ok, y)
+  local task = tasks[co]
+  if task then resumed(task, ok, y) end
+end)
 
 local function tick()
   while ready_n > 0 do
@@ -219,20 +232,11 @@ function M.await(start)
   return unpack(res, 1, res.n)
 end
 
--- The completion function of a task's await_op waits: made once per task
--- and reused, since at most one operation is awaited at a time and a
--- cancelled one never calls back (see await_op).
-local function waker(task)
-  local f = function(...)
-    task.wait_token = nil
-    task.op_cancel, task.op_arg = nil, nil
-    wake(task, ...)
-  end
-  task.waker = f
-  return f
-end
-
+-- A task's await_op is over: the operation completed (resumed from C) or
+-- the task was cancelled (resumed by the scheduler, with no values).
 local function after_wait(task, ...)
+  task.wait_token = nil
+  task.op_cancel, task.op_arg = nil, nil
   if task.cancel_err then error(task.cancel_err, 0) end
   return ...
 end
@@ -240,7 +244,9 @@ end
 --- Like await, for an operation started as `op(a, b, c, d, e, f, cb)` ->
 -- handle (trailing nil arguments are passed as nils) and cancelled as
 -- `cancel(handle)`, such as pivday.core's request and api_send: `cb` must
--- run once, from the loop (never inside `op`), and never after `cancel`.
+-- run once, from the loop (never inside `op`), and never after `cancel`;
+-- in a task, `cb` is the task's coroutine, which `op` resumes with the
+-- results instead of calling it.
 -- Waiting this way allocates no closure, token or result table per wait,
 -- which matters on the request path.
 function M.await_op(op, cancel, a, b, c, d, e, f)
@@ -252,7 +258,9 @@ function M.await_op(op, cancel, a, b, c, d, e, f)
     end)
   end
   if task.cancel_err then error(task.cancel_err, 0) end
-  local h = op(a, b, c, d, e, f, task.waker or waker(task))
+  -- The coroutine itself as the callback: the completion resumes it from
+  -- C with the results (no closure, no Lua callback in between).
+  local h = op(a, b, c, d, e, f, task.co)
   task.wait_token = true -- no await `done` matches it: theirs are tables
   task.op_cancel, task.op_arg = cancel, h
   return after_wait(task, co_yield(WAIT))
