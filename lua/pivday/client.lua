@@ -662,40 +662,13 @@ local function prepare(st, key, has_body)
   return p
 end
 
--- Sends the request for endpoint `ep`; returns payload or nil, err.
-local function perform(st, ep, path, query, body, url)
-  local rt = runtime(st)
-  local key, kerr = resolve_key(st)
-  if not key then
-    kerr.method, kerr.path, kerr.endpoint, kerr.attempts = ep.method, path, ep.id, 0
-    return nil, kerr
-  end
-
-  local method = ep.method
-  if not url then
-    url = st.base_url .. path
-    if query and query ~= "" then url = url .. "?" .. query end
-  end
-  local payload
-  if body then
-    local ok, text = pcall(json.encode, body)
-    if not ok then
-      return nil, Error.new {
-        kind = "local", code = "VALIDATION_ERROR", retryable = false,
-        message = ("%s: the body cannot be sent as JSON: %s"):format(ep.id, tostring(text)),
-        method = method, path = path, endpoint = ep.id, attempts = 0,
-      }
-    end
-    payload = text
-  end
-  local headers, prepared
-  if rt.default then
-    prepared = body and st.prepared_body or st.prepared_plain or prepare(st, key, body ~= nil)
-  else
-    headers = request_headers(key, body ~= nil)
-  end
-
+-- The general attempt loop (see perform). `first` is the outcome of a first
+-- attempt perform already made ({res} or {nil, terr}), or nil.
+local function attempts_loop(st, rt, ep, path, method, url, payload, prepared, headers, first)
   local started = rt.now()
+  -- A quick first attempt's own time counts too (a transport failure has
+  -- none: the call's elapsed then starts after it).
+  if first and first[1] then started = started - (first[1].elapsed or 0) end
   local deadline = st.deadline and started + st.deadline
   local host = st.host
   local debug = st.debug
@@ -703,14 +676,15 @@ local function perform(st, ep, path, query, body, url)
   local last_err
 
   while true do
-    local slot, waiting_for = take_slot(st, rt, deadline)
-    if not slot then
-      if waiting_for == "pause" and last_err then return finish(last_err, ep, path, attempts) end
-      return deadline_error(st, ep, path, attempts, last_err, waiting_for == "pause"
-        and ("waiting for the rate limit pause on %s"):format(host)
-        or "waiting for a free connection slot")
+    local res, terr, t0
+    if first then
+      attempts = 1
+      res, terr = first[1], first[2]
+      first = nil
+      goto answered
     end
-
+    do
+    local slot, waiting_for = take_slot(st, rt, deadline)
     local attempt_timeout = st.timeout
     if deadline then
       local left = deadline - rt.now()
@@ -723,8 +697,7 @@ local function perform(st, ep, path, query, body, url)
     end
 
     attempts = attempts + 1
-    local t0 = debug and rt.now() -- only the debug log shows an attempt's time
-    local res, terr
+    t0 = debug and rt.now() -- only the debug log shows an attempt's time
     do
       local _ <close> = slot
       if prepared then
@@ -750,7 +723,9 @@ local function perform(st, ep, path, query, body, url)
         }
       end
     end
+    end
 
+    ::answered::
     local err, how
     if res then
       if debug then log_attempt(st, ep, method, path, res.status, t0, rt, attempts) end
@@ -792,6 +767,72 @@ local function perform(st, ep, path, query, body, url)
     if deadline and rt.now() + wait >= deadline then return finish(err, ep, path, attempts) end
     if how ~= "rate" then rt.sleep(wait) end -- a rate pause is waited at the loop top
   end
+end
+
+-- Sends the request for endpoint `ep`; returns payload or nil, err.
+--
+-- Most calls are one attempt through the default transport with a slot
+-- free: that attempt is made here with nothing else around it (this is
+-- the path every api.x.y() takes, hence kept short); anything else, and
+-- every answer but a success envelope, goes on in attempts_loop.
+local function perform(st, ep, path, query, body, url)
+  local rt = st.rt
+  if not rt.ready then rt = runtime(st) end
+  local key = st.key
+  if not key then
+    local kerr
+    key, kerr = resolve_key(st)
+    if not key then
+      kerr.method, kerr.path, kerr.endpoint, kerr.attempts = ep.method, path, ep.id, 0
+      return nil, kerr
+    end
+  end
+
+  local method = ep.method
+  if not url then
+    url = st.base_url .. path
+    if query and query ~= "" then url = url .. "?" .. query end
+  end
+  local payload
+  if body then
+    local ok, text = pcall(json.encode, body)
+    if not ok then
+      return nil, Error.new {
+        kind = "local", code = "VALIDATION_ERROR", retryable = false,
+        message = ("%s: the body cannot be sent as JSON: %s"):format(ep.id, tostring(text)),
+        method = method, path = path, endpoint = ep.id, attempts = 0,
+      }
+    end
+    payload = text
+  end
+  if not rt.default then
+    return attempts_loop(st, rt, ep, path, method, url, payload, nil, request_headers(key, body ~= nil))
+  end
+  local prepared
+  if body then
+    prepared = st.prepared_body or prepare(st, key, true)
+  else
+    prepared = st.prepared_plain or prepare(st, key, false)
+  end
+
+  local sem = st.sem
+  if st.debug or st.deadline or sem.used >= sem.limit or sem.queue[1] ~= nil or holds[st.host] then
+    return attempts_loop(st, rt, ep, path, method, url, payload, prepared)
+  end
+  sem.used = sem.used + 1
+  local data, r
+  do
+    local _ <close> = sem -- released however the attempt ends (a cancel raises)
+    data, r = send_prepared(prepared, method, url, payload, st.timeout)
+  end
+  if data then
+    metas[data] = r -- a meta string: M.meta reads it when asked
+    return data
+  end
+  if data == false then
+    return attempts_loop(st, rt, ep, path, method, url, payload, prepared, nil, { r })
+  end
+  return attempts_loop(st, rt, ep, path, method, url, payload, prepared, nil, { nil, r })
 end
 
 ---------------------------------------------------------------------------
@@ -922,8 +963,15 @@ local function make_method(st, ep)
   local path0 = #ep.params == 0 and (ep.method == "GET" or ep.method == "DELETE")
     and catalogue.expand(ep, {})
   local url0 = path0 and st.base_url .. path0
+  -- Whether a call without arguments goes straight to perform: no charge
+  -- guard, and the empty query passes validation (known after the first).
+  local direct = false
   return function(...)
-    if path0 and select("#", ...) == 0 then return call_noargs(st, ep, path0, url0) end
+    if path0 and select("#", ...) == 0 then
+      if direct then return perform(st, ep, path0, nil, nil, url0) end
+      direct = not ep.charges and (not st.validate or st.noarg_checks[ep] == false)
+      return call_noargs(st, ep, path0, url0)
+    end
     local ids, args = split_args(ep, ...)
     return call(st, ep, ids, args)
   end

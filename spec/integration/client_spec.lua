@@ -1067,6 +1067,21 @@ describe("pivday.client against the sandbox", function()
       end
     end)
 
+    it("sends JSON bodies with their content type, whatever was sent before", function()
+      local seen = {}
+      local srv = assert(pivday.http.server { handler = function(req)
+        seen[#seen + 1] = req.method .. " " .. tostring(req.headers["content-type"]) .. " "
+          .. tostring(req.headers.authorization)
+        return 200, { ["content-type"] = "application/json" }, '{"success":true,"data":{"ok":true}}'
+      end })
+      local plain = pivday.client { api_key = "k-123", base_url = srv.url .. "/api/v1" }
+      assert(plain.account.get())
+      assert(plain.numbers.send_sms("n-1", { to_number = "+46700000000", message_body = "hi" }))
+      assert(plain.account.get())
+      srv:close()
+      assert.same({ "GET nil Bearer k-123", "POST application/json Bearer k-123", "GET nil Bearer k-123" }, seen)
+    end)
+
     it("gives what a call took through meta, one attempt or several", function()
       local r = assert(api.account.get())
       local m = pivday.meta(r)
