@@ -77,57 +77,38 @@ static void slot_give(lpd_xfer_t *x) {
 /* Response headers are made into a table only when res.headers is first
  * read: the client's success path never looks at them, and the table (a
  * lower-cased, interned string per name and value) was ~4,500 instructions
- * of every request.  Until then res holds the header block as one string
- * under a light userdata key, and a shared metatable materialises
- * `headers` on first access (__index), on pairs(res) (__pairs), and drops
- * the block when the field is assigned first (__newindex): res.headers is
- * the same plain table with lower-cased names as before, and pairs(res)
- * sees the same four fields. */
+ * of every request.  Until then res holds the response head (the
+ * "Name: value\n" lines pd_response_t gives) as one string under a light
+ * userdata key, and a shared metatable materialises `headers` on first
+ * access (__index), on pairs(res) (__pairs), and drops the head when the
+ * field is assigned first (__newindex): res.headers is the same plain table
+ * with lower-cased names as before, and pairs(res) sees the same four
+ * fields. */
 static const char raw_headers_key = 0;   /* its address is the key */
 #define RAW_KEY ((void *)&raw_headers_key)
 static int response_mt_ref = LUA_NOREF;
 
-/* The block: per header a 4-byte name length, the name, a 4-byte value
- * length, the value (lengths in host order: only this file reads it). */
-static void put_u32(char *o, size_t v) {
-  uint32_t u = (uint32_t)v;
-  memcpy(o, &u, 4);
-}
-
-static uint32_t get_u32(const char *p) {
-  uint32_t u;
-  memcpy(&u, p, 4);
-  return u;
-}
-
-/* Pushes the headers table built from the block `b`. */
+/* Pushes the headers table of the head b[0..len). */
 static void push_headers_table(lua_State *L, const char *b, size_t len) {
-  size_t n = 0;
-  for (size_t off = 0; off + 4 <= len; n++) {
-    off += 4 + get_u32(b + off);
-    off += 4 + get_u32(b + off);
-  }
-  lua_createtable(L, 0, (int)n);
+  const char *p = b, *end = b + len;
+  pd_header_t h;
+  int n = 0;
+  while (pd_head_next(&p, end, &h)) n++;
+  lua_createtable(L, 0, n);
   char name[128];
-  for (size_t off = 0; off + 4 <= len;) {
-    size_t name_len = get_u32(b + off);
-    const char *hn = b + off + 4;
-    off += 4 + name_len;
-    size_t value_len = get_u32(b + off);
-    const char *hv = b + off + 4;
-    off += 4 + value_len;
-    size_t k = name_len < sizeof(name) ? name_len : sizeof(name);
-    for (size_t j = 0; j < k; j++) name[j] = (char)tolower((unsigned char)hn[j]);
+  for (p = b; pd_head_next(&p, end, &h);) {
+    size_t k = h.name_len < sizeof(name) ? h.name_len : sizeof(name);
+    for (size_t j = 0; j < k; j++) name[j] = (char)tolower((unsigned char)h.name[j]);
     lua_pushlstring(L, name, k);
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) == LUA_TSTRING) {
       /* A repeated header: join the values as HTTP allows. */
       lua_pushliteral(L, ", ");
-      lua_pushlstring(L, hv, value_len);
+      lua_pushlstring(L, h.value, h.value_len);
       lua_concat(L, 3);
     } else {
       lua_pop(L, 1);
-      lua_pushlstring(L, hv, value_len);
+      lua_pushlstring(L, h.value, h.value_len);
     }
     lua_rawset(L, -3);
   }
@@ -190,32 +171,6 @@ static int res_pairs(lua_State *L) {
   return 3;
 }
 
-/* Pushes the header block of res (see above), with `pre` bytes of room
- * filled from `prefix` first.  Returns 0 when out of memory (nothing
- * pushed). */
-static int push_block(lua_State *L, const pd_response_t *res, const void *prefix,
-                      size_t pre) {
-  size_t total = pre;
-  for (size_t i = 0; i < res->nheaders; i++)
-    total += 8 + res->headers[i].name_len + res->headers[i].value_len;
-  char stack_b[2048], *b = stack_b;
-  if (total > sizeof(stack_b) && (b = malloc(total)) == NULL) return 0;
-  memcpy(b, prefix, pre);
-  char *o = b + pre;
-  for (size_t i = 0; i < res->nheaders; i++) {
-    const pd_header_t *h = &res->headers[i];
-    put_u32(o, h->name_len);
-    memcpy(o + 4, h->name, h->name_len);
-    o += 4 + h->name_len;
-    put_u32(o, h->value_len);
-    memcpy(o + 4, h->value, h->value_len);
-    o += 4 + h->value_len;
-  }
-  lua_pushlstring(L, b, total);
-  if (b != stack_b) free(b);
-  return 1;
-}
-
 static void push_response(lua_State *L, const pd_response_t *res) {
   lua_createtable(L, 0, 4);
   lua_pushinteger(L, res->status);
@@ -224,13 +179,7 @@ static void push_response(lua_State *L, const pd_response_t *res) {
   lua_setfield(L, -2, "elapsed");
   lua_pushlstring(L, res->body ? res->body : "", res->body_len);
   lua_setfield(L, -2, "body");
-  if (!push_block(L, res, NULL, 0)) {
-    /* No memory for the block: the table now, no metatable needed. */
-    lua_pushliteral(L, "headers");
-    lpd_push_headers(L, res->headers, res->nheaders);
-    lua_rawset(L, -3);
-    return;
-  }
+  lua_pushlstring(L, res->head, res->head_len);
   lua_rawsetp(L, -2, RAW_KEY);
   lua_rawgeti(L, LUA_REGISTRYINDEX, response_mt_ref);
   lua_setmetatable(L, -2);
@@ -281,10 +230,15 @@ static void api_answer(lua_State *L, const pd_response_t *res) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, envelope.list_mt_ref);
       mt = lua_gettop(L);
     }
-    meta_head_t head = {res->status, res->elapsed};
     if (lpd_json_push_member(L, res->body, res->body_len, mt, envelope.flag,
-                             envelope.member) &&
-        push_block(L, res, &head, sizeof(head))) {
+                             envelope.member)) {
+      /* The meta string: status and elapsed, then the head. */
+      meta_head_t head = {res->status, res->elapsed};
+      luaL_Buffer b;
+      char *o = luaL_buffinitsize(L, &b, sizeof(head) + res->head_len);
+      memcpy(o, &head, sizeof(head));
+      memcpy(o + sizeof(head), res->head, res->head_len);
+      luaL_pushresultsize(&b, sizeof(head) + res->head_len);
       if (mt) lua_remove(L, mt);
       lpd_deliver(L, 2);
       return;

@@ -140,7 +140,6 @@ struct pd_transfer_s {
   size_t upload_off;
   buf_t head;                /* "Name: value\n" lines of the last response */
   buf_t body;
-  pd_header_t *hv;           /* built from `head` at delivery */
   uint64_t start;            /* uv_hrtime() at send */
   CURLcode result;
   int state;
@@ -319,7 +318,6 @@ static void transfer_free(pd_transfer_t *t) {
   free(t->upload);
   buf_free(&t->head);
   buf_free(&t->body);
-  free(t->hv);
   free(t);
 }
 
@@ -589,48 +587,34 @@ static void act(pd_client_t *c, curl_socket_t fd, int flags) {
   drain(c);
 }
 
-static void build_headers(pd_transfer_t *t, pd_response_t *res) {
-  char *p;
-  char *end;
-  size_t n = 0;
+int pd_head_next(const char **pos, const char *end, pd_header_t *h) {
+  const char *p = *pos;
 
-  if (t->head.len == 0)
-    return;
-  end = t->head.data + t->head.len;
-  for (p = t->head.data; p < end; p++)
-    if (*p == '\n')
-      n++;
-  /* +1: an aborted head may lack its last '\n'. */
-  t->hv = malloc((n + 1) * sizeof(*t->hv));
-  if (t->hv == NULL)
-    return;                              /* headers are lost, not the rest */
-  n = 0;
-  for (p = t->head.data; p < end;) {
-    char *nl = memchr(p, '\n', (size_t)(end - p));
-    char *colon;
-    char *v;
-    char *ne;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *colon, *ne, *v, *ve;
 
     if (nl == NULL)
-      nl = end;                          /* in bounds: cap + 1 bytes */
+      nl = end;                          /* an aborted head's last line */
     colon = memchr(p, ':', (size_t)(nl - p));
     if (colon != NULL && colon > p) {
       for (ne = colon; ne > p && (ne[-1] == ' ' || ne[-1] == '\t'); ne--)
         ;
       for (v = colon + 1; v < nl && (*v == ' ' || *v == '\t'); v++)
         ;
-      *ne = '\0';
-      *nl = '\0';
-      t->hv[n].name = p;
-      t->hv[n].name_len = (size_t)(ne - p);
-      t->hv[n].value = v;
-      t->hv[n].value_len = (size_t)(nl - v);
-      n++;
+      for (ve = nl; ve > v && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\r'); ve--)
+        ;
+      h->name = p;
+      h->name_len = (size_t)(ne - p);
+      h->value = v;
+      h->value_len = (size_t)(ve - v);
+      *pos = nl < end ? nl + 1 : end;
+      return 1;
     }
-    p = nl + 1;
+    p = nl < end ? nl + 1 : end;         /* not a header line: skipped */
   }
-  res->headers = t->hv;
-  res->nheaders = n;
+  *pos = end;
+  return 0;
 }
 
 /* Conservative: nonzero unless we know the request never left.  on_prereq
@@ -659,7 +643,8 @@ static void build_response(pd_transfer_t *t, pd_response_t *res) {
   res->body = t->body.len > 0 ? t->body.data : "";
   res->body_len = t->body.len;
   res->elapsed = (double)(uv_hrtime() - t->start) / 1e9;
-  build_headers(t, res);
+  res->head = t->head.len > 0 ? t->head.data : "";
+  res->head_len = t->head.len;
 
   if (t->cancelled) {
     res->err = PD_ECANCELED;

@@ -55,6 +55,12 @@ typedef struct {
   size_t value_len;
 } pd_header_t;
 
+/* Reads the header line at *pos (below end) of a response's `head` into
+ * *h (name and value trimmed, not NUL-terminated) and moves *pos past it.
+ * Returns 1, or 0 once no header line is left.  Headers are parsed only
+ * when someone reads them: most API calls never do. */
+int pd_head_next(const char **pos, const char *end, pd_header_t *h);
+
 const pd_header_t *pd_header_find(const pd_header_t *h, size_t n,
                                   const char *name);
 
@@ -103,8 +109,10 @@ typedef struct {
   int request_sent;          /* nonzero when request bytes may have reached
                                 the server (a POST's outcome is unknown) */
   long status;               /* HTTP status, 0 when none */
-  const pd_header_t *headers; /* of the final response */
-  size_t nheaders;
+  const char *head;          /* the final response's header lines, each
+                                "Name: value\n" as received (folded lines
+                                joined); read them with pd_head_next */
+  size_t head_len;
   const char *body;
   size_t body_len;
   double elapsed;            /* seconds */
