@@ -406,11 +406,11 @@ static int l_request(lua_State *L) {
 /* ------------------------------------------------- the API fast path -- */
 
 /* What every call of one API client sends alike, read once instead of
- * from a request table per call: the headers (copied into the userdata),
- * the connect timeout, the body cap, TLS checking. */
+ * from a request table per call: the headers (checked and made into
+ * libcurl's list once: pd_headers_new), the connect timeout, the body cap,
+ * TLS checking. */
 typedef struct {
-  size_t nh;
-  pd_header_t *h;          /* into the userdata, after this struct */
+  pd_headers_t *hs;
   double connect_timeout;
   size_t max_body;
   int insecure;
@@ -418,10 +418,22 @@ typedef struct {
 
 #define LPD_API_CONF "pivday.core.ApiConf"
 
+static int api_conf_gc(lua_State *L) {
+  api_conf_t *c = luaL_checkudata(L, 1, LPD_API_CONF);
+  pd_headers_unref(c->hs);
+  c->hs = NULL;
+  return 0;
+}
+
 /* api_conf{headers=, connect_timeout=, max_body=, insecure=} -> conf */
 static int l_api_conf(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  size_t nh = 0, bytes = 0;
+  api_conf_t *c = lua_newuserdatauv(L, sizeof(*c), 0);
+  memset(c, 0, sizeof(*c));
+  luaL_setmetatable(L, LPD_API_CONF);
+  int cidx = lua_gettop(L);
+  pd_header_t h[MAX_STACK_HEADERS];
+  size_t nh = 0;
   lua_getfield(L, 1, "headers");
   int hidx = lua_gettop(L);
   if (!lua_isnil(L, hidx)) {
@@ -430,36 +442,25 @@ static int l_api_conf(lua_State *L) {
     while (lua_next(L, hidx)) {
       if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
         return luaL_error(L, "headers: names and values must be strings");
-      bytes += lua_rawlen(L, -2) + lua_rawlen(L, -1);
+      if (nh == MAX_STACK_HEADERS)
+        return luaL_error(L, "headers: at most %d", MAX_STACK_HEADERS);
+      /* The strings stay in the options table until pd_headers_new has
+       * copied them. */
+      h[nh].name = lua_tolstring(L, -2, &h[nh].name_len);
+      h[nh].value = lua_tolstring(L, -1, &h[nh].value_len);
       nh++;
       lua_pop(L, 1);
     }
   }
-  api_conf_t *c = lua_newuserdatauv(L, sizeof(*c) + nh * sizeof(pd_header_t) + bytes, 0);
-  c->nh = 0;
-  c->h = (pd_header_t *)(void *)(c + 1);
-  char *o = (char *)(c->h + nh);
-  if (nh > 0) {
-    lua_pushnil(L);
-    while (lua_next(L, hidx)) {
-      pd_header_t *h = &c->h[c->nh++];
-      const char *k = lua_tolstring(L, -2, &h->name_len);
-      const char *v = lua_tolstring(L, -1, &h->value_len);
-      memcpy(o, k, h->name_len);
-      h->name = o;
-      o += h->name_len;
-      memcpy(o, v, h->value_len);
-      h->value = o;
-      o += h->value_len;
-      lua_pop(L, 1);
-    }
-  }
+  int rc = pd_headers_new(h, nh, &c->hs);
+  if (rc < 0)
+    return luaL_error(L, rc == PD_EINVAL ? "headers: a name is not a token or a value holds CR, LF or NUL"
+                                         : "pivday: out of memory");
   c->connect_timeout = lpd_optnumfield(L, 1, "connect_timeout", 0);
   c->max_body = (size_t)lpd_optnumfield(L, 1, "max_body", 0);
   lua_getfield(L, 1, "insecure");
   c->insecure = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  luaL_setmetatable(L, LPD_API_CONF);
+  lua_settop(L, cidx);
   return 1;
 }
 
@@ -495,8 +496,8 @@ static int l_api_send(lua_State *L) {
   luaL_argexpected(L, lua_type(L, 7) == LUA_TFUNCTION || lua_type(L, 7) == LUA_TTHREAD, 7,
                    "function or waiting task");
   if (lpd_ctx->closing) return luaL_error(L, "pivday: shutting down");
-  req.headers = c->h;
-  req.nheaders = c->nh;
+  if (c->hs == NULL) return luaL_argerror(L, 1, "closed conf");
+  req.prepared = c->hs;
   req.connect_timeout = c->connect_timeout;
   req.max_response_body = c->max_body;
   req.insecure = c->insecure;
@@ -634,6 +635,8 @@ int lpd_client_open(lua_State *L) {
   lua_setfield(L, -2, "__name");
   response_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_newmetatable(L, LPD_API_CONF);
+  lua_pushcfunction(L, api_conf_gc);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   lua_pushcfunction(L, l_request);
   lua_setfield(L, -2, "request");

@@ -33,10 +33,12 @@
 /* A Content-Length is only a promise: reserve at most this much up front
  * and let the buffer double beyond it. */
 #define MAX_PREALLOC ((size_t)16 << 20)
-/* Easy handles kept for reuse.  curl_easy_reset is cheaper than a new
- * handle and keeps nothing of the previous request; a handle that carried a
- * plain GET skips even that (see easy_put). */
+/* Transfers kept for reuse with their easy handle.  curl_easy_reset is
+ * cheaper than a new handle and keeps nothing of the previous request; a
+ * handle that carried a plain GET skips even that (see transfer_put). */
 #define POOL_MAX 32
+/* Response buffers a pooled transfer keeps; bigger ones are freed. */
+#define KEEP_BUF ((size_t)64 << 10)
 
 /* ------------------------------------------------------------- lists -- */
 
@@ -135,6 +137,7 @@ struct pd_transfer_s {
   void *arg;
   struct curl_slist *slist;
   struct curl_slist *cached; /* the pooled handle's last list (build_slist) */
+  pd_headers_t *hs;          /* prepared headers, held while running */
   char *upload;              /* no_resend: our copy of the body */
   size_t upload_len;
   size_t upload_off;
@@ -143,8 +146,12 @@ struct pd_transfer_s {
   uint64_t start;            /* uv_hrtime() at send */
   CURLcode result;
   int state;
-  int plain;                 /* a GET without body or `insecure` (easy_put) */
+  int plain;                 /* a GET without body or `insecure` (transfer_put) */
   int configured;            /* `easy` has the options every transfer sets */
+  int own_ptrs;              /* ... and the pointers to this transfer */
+  long set_timeout;          /* the timeouts and header list `easy` has, */
+  long set_connect;          /*   so a pooled transfer sets only changes */
+  const struct curl_slist *set_headers;
   int attempts;              /* times libcurl was about to send the request */
   int no_resend;
   int cancelled;
@@ -171,9 +178,8 @@ struct pd_client_s {
   link_t cancelled;
   link_t done;
   link_t socks;
-  CURL *pool[POOL_MAX];
-  char pool_configured[POOL_MAX]; /* see easy_put */
-  struct curl_slist *pool_slist[POOL_MAX]; /* a plain GET's header list */
+  pd_transfer_t *pool[POOL_MAX]; /* finished transfers kept with their
+                                    handle and buffers (transfer_put) */
   int npool;
   size_t pending;
   size_t max_body;
@@ -257,68 +263,104 @@ static const char *curl_code_name(CURLcode rc) {
   return NULL;
 }
 
-/* ---------------------------------------------------- easy handles -- */
+/* ------------------------------------------------------ transfers -- */
 
-static CURL *easy_get(pd_client_t *c, int *configured,
-                      struct curl_slist **slist) {
-  *configured = 0;
-  *slist = NULL;
-  if (c->npool > 0) {
-    c->npool--;
-    *configured = c->pool_configured[c->npool];
-    *slist = c->pool_slist[c->npool];
-    c->pool_slist[c->npool] = NULL;
-    return c->pool[c->npool];
-  }
-  return curl_easy_init();
+struct pd_headers_s {
+  int refs;
+  struct curl_slist *plain;  /* the lines */
+  struct curl_slist *body;   /* the same plus "Expect:" (see make_slist) */
+};
+
+void pd_headers_unref(pd_headers_t *hs) {
+  if (hs == NULL || --hs->refs > 0)
+    return;
+  curl_slist_free_all(hs->plain);
+  curl_slist_free_all(hs->body);
+  free(hs);
 }
 
-/* Takes the handle back at once, keeping no pointer into the transfer being
- * freed (error buffer, header list, callback data).  A handle that carried
- * a plain GET goes back as it is, minus those pointers: the next transfer
- * sets every option a plain GET sets (setup), and libcurl starts each
- * transfer's own state afresh (Curl_pretransfer: info, progress, auth
- * wants), the documented way to reuse a handle.  Any other transfer (a
- * body, a custom method, HEAD, insecure) leaves options a later one must
- * not inherit: that handle is reset, as a new one would be.  A plain GET's
- * header list stays with its handle (taken from *slist): the next request
- * on it usually sends the same headers, and build_slist then reuses the
- * list instead of making it again (an allocation per line). */
-static void easy_put(pd_client_t *c, CURL *e, int plain,
-                     struct curl_slist **slist) {
-  if (e == NULL)
-    return;
-  if (c->multi == NULL || c->npool == POOL_MAX) {
-    curl_easy_cleanup(e);
-    return;
-  }
-  if (plain) {
-    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)NULL);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, (char *)NULL);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)NULL);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)NULL);
-    curl_easy_setopt(e, CURLOPT_PREREQDATA, (void *)NULL);
-  } else {
-    curl_easy_reset(e);
-  }
-  c->pool_configured[c->npool] = (char)(plain != 0);
-  c->pool_slist[c->npool] = NULL;
-  if (plain) {
-    c->pool_slist[c->npool] = *slist;
-    *slist = NULL;
-  }
-  c->pool[c->npool++] = e;
-}
-
-static void transfer_free(pd_transfer_t *t) {
-  easy_put(t->c, t->easy, t->plain, &t->slist);
+static void transfer_destroy(pd_transfer_t *t) {
+  if (t->easy != NULL)
+    curl_easy_cleanup(t->easy);
   curl_slist_free_all(t->slist);
   curl_slist_free_all(t->cached);
+  pd_headers_unref(t->hs);
   free(t->upload);
   buf_free(&t->head);
   buf_free(&t->body);
   free(t);
+}
+
+/* A transfer to send with: a pooled one, or a new one with a new handle. */
+static pd_transfer_t *transfer_get(pd_client_t *c) {
+  pd_transfer_t *t;
+
+  if (c->npool > 0)
+    return c->pool[--c->npool];
+  t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return NULL;
+  t->easy = curl_easy_init();
+  if (t->easy == NULL) {
+    free(t);
+    return NULL;
+  }
+  t->c = c;
+  t->set_timeout = t->set_connect = -1;
+  return t;
+}
+
+/* Takes a finished (or never started) transfer back.  It keeps its handle
+ * and its buffers (emptied) for the next request.  A handle that carried a
+ * plain GET goes back as it is: the next transfer sets every option a
+ * plain GET sets (setup), and libcurl starts each transfer's own state
+ * afresh (Curl_pretransfer: info, progress, auth wants), the documented way
+ * to reuse a handle.  Any other transfer (a body, a custom method, HEAD,
+ * insecure) leaves options a later one must not inherit: that handle is
+ * reset, as a new one would be.  A plain GET's header list stays as
+ * `cached`: the next request usually sends the same headers, and
+ * build_slist then reuses the list instead of making it again. */
+static void transfer_put(pd_transfer_t *t) {
+  pd_client_t *c = t->c;
+  pd_transfer_t keep;
+
+  if (c->multi == NULL || c->npool == POOL_MAX) {
+    transfer_destroy(t);
+    return;
+  }
+  pd_headers_unref(t->hs);
+  free(t->upload);
+  if (t->plain) {
+    curl_slist_free_all(t->cached);
+    t->cached = t->slist;
+  } else {
+    curl_easy_reset(t->easy);
+    curl_slist_free_all(t->cached);
+    curl_slist_free_all(t->slist);
+    t->cached = NULL;
+    t->configured = t->own_ptrs = 0;
+    t->set_timeout = t->set_connect = -1;
+    t->set_headers = NULL;
+  }
+  if (t->head.cap > KEEP_BUF)
+    buf_free(&t->head);
+  if (t->body.cap > KEEP_BUF)
+    buf_free(&t->body);
+  t->head.len = t->body.len = 0;
+  /* Everything else is per request. */
+  keep = *t;
+  memset(t, 0, sizeof(*t));
+  t->c = c;
+  t->easy = keep.easy;
+  t->cached = keep.cached;
+  t->head = keep.head;
+  t->body = keep.body;
+  t->configured = keep.configured;
+  t->own_ptrs = keep.own_ptrs;
+  t->set_timeout = keep.set_timeout;
+  t->set_connect = keep.set_connect;
+  t->set_headers = keep.set_headers;
+  c->pool[c->npool++] = t;
 }
 
 /* ------------------------------------------------- libcurl callbacks -- */
@@ -698,7 +740,7 @@ static void deliver(pd_client_t *c) {
     build_response(t, &res);
     c->pending--;
     t->cb(t, &res, t->arg);
-    transfer_free(t);
+    transfer_put(t);
   }
 }
 
@@ -885,41 +927,40 @@ static int slist_matches(const struct curl_slist *l, const pd_request_t *req) {
   return l == NULL;
 }
 
-/* Builds "Name: value" lines.  An empty value is written "Name;", libcurl's
- * way to send an empty header ("Name:" would delete it).  "Expect:" turns
- * off libcurl's 100-continue wait for bodies unless the caller set one. */
-static int build_slist(pd_transfer_t *t, const pd_request_t *req,
-                       int has_body) {
+/* Checks the headers; *has_expect tells whether one is Expect. */
+static int check_headers(const pd_header_t *hs, size_t n, size_t *max,
+                         int *has_expect) {
   size_t i;
-  size_t max = 0;
-  int has_expect = 0;
-  char *line;
 
-  for (i = 0; i < req->nheaders; i++) {
-    const pd_header_t *h = &req->headers[i];
+  *max = 0;
+  *has_expect = 0;
+  for (i = 0; i < n; i++) {
+    const pd_header_t *h = &hs[i];
     if (h->name == NULL || (h->value_len > 0 && h->value == NULL) ||
         !is_token(h->name, h->name_len) ||
         !is_field_value(h->value, h->value_len))
       return PD_EINVAL;
-    if (h->name_len + h->value_len > max)
-      max = h->name_len + h->value_len;
+    if (h->name_len + h->value_len > *max)
+      *max = h->name_len + h->value_len;
     if (h->name_len == 6 && strncasecmp(h->name, "Expect", 6) == 0)
-      has_expect = 1;
+      *has_expect = 1;
   }
-  /* The same lines as the handle's last list (a plain GET's, so without
-   * "Expect:"): that list again. */
-  if (t->cached != NULL && !has_body && slist_matches(t->cached, req)) {
-    t->slist = t->cached;
-    t->cached = NULL;
-    return 0;
-  }
-  curl_slist_free_all(t->cached);
-  t->cached = NULL;
-  line = malloc(max + 3);
+  return 0;
+}
+
+/* Builds "Name: value" lines (checked) onto *out.  An empty value is
+ * written "Name;", libcurl's way to send an empty header ("Name:" would
+ * delete it).  "Expect:" turns off libcurl's 100-continue wait for bodies
+ * unless the caller set one. */
+static int make_slist(const pd_header_t *hs, size_t n, size_t max,
+                      int add_expect, struct curl_slist **out) {
+  size_t i;
+  char *line = malloc(max + 3);
+
   if (line == NULL)
     return PD_ENOMEM;
-  for (i = 0; i < req->nheaders; i++) {
-    const pd_header_t *h = &req->headers[i];
+  for (i = 0; i < n; i++) {
+    const pd_header_t *h = &hs[i];
     struct curl_slist *l;
 
     memcpy(line, h->name, h->name_len);
@@ -932,21 +973,70 @@ static int build_slist(pd_transfer_t *t, const pd_request_t *req,
       memcpy(line + h->name_len + 2, h->value, h->value_len);
       line[h->name_len + 2 + h->value_len] = '\0';
     }
-    l = curl_slist_append(t->slist, line);
+    l = curl_slist_append(*out, line);
     if (l == NULL) {
       free(line);
       return PD_ENOMEM;
     }
-    t->slist = l;
+    *out = l;
   }
   free(line);
-  if (has_body && !has_expect) {
-    struct curl_slist *l = curl_slist_append(t->slist, "Expect:");
+  if (add_expect) {
+    struct curl_slist *l = curl_slist_append(*out, "Expect:");
     if (l == NULL)
       return PD_ENOMEM;
-    t->slist = l;
+    *out = l;
   }
   return 0;
+}
+
+int pd_headers_new(const pd_header_t *h, size_t n, pd_headers_t **out) {
+  size_t max;
+  int has_expect, err;
+  pd_headers_t *hs;
+
+  if (h == NULL && n > 0)
+    return PD_EINVAL;
+  if ((err = check_headers(h, n, &max, &has_expect)) < 0)
+    return err;
+  hs = calloc(1, sizeof(*hs));
+  if (hs == NULL)
+    return PD_ENOMEM;
+  hs->refs = 1;
+  if ((err = make_slist(h, n, max, 0, &hs->plain)) < 0 ||
+      (err = make_slist(h, n, max, !has_expect, &hs->body)) < 0) {
+    pd_headers_unref(hs);
+    return err;
+  }
+  *out = hs;
+  return 0;
+}
+
+/* The request's header list as t->slist (or, prepared, the shared one's
+ * reference). */
+static int build_slist(pd_transfer_t *t, const pd_request_t *req,
+                       int has_body) {
+  size_t max;
+  int has_expect, err;
+
+  if (req->prepared != NULL) {
+    t->hs = req->prepared;
+    t->hs->refs++;
+    return 0;
+  }
+  if ((err = check_headers(req->headers, req->nheaders, &max, &has_expect)) < 0)
+    return err;
+  /* The same lines as the handle's last list (a plain GET's, so without
+   * "Expect:"): that list again. */
+  if (t->cached != NULL && !has_body && slist_matches(t->cached, req)) {
+    t->slist = t->cached;
+    t->cached = NULL;
+    return 0;
+  }
+  curl_slist_free_all(t->cached);
+  t->cached = NULL;
+  return make_slist(req->headers, req->nheaders, max, has_body && !has_expect,
+                    &t->slist);
 }
 
 static long to_ms(double s) {
@@ -988,7 +1078,9 @@ static int setup(pd_transfer_t *t, const pd_request_t *req,
   } while (0)
 
   /* Options that are the same for every transfer: once per handle (see
-   * easy_put).  The rest is set for every transfer, even when it is the
+   * transfer_put); the pointers to the transfer: once per transfer and
+   * handle (they stay together in the pool).  The rest is set for every
+   * transfer unless the handle already has that value, even when it is the
    * default, because a reused handle holds the previous GET's values. */
   if (!t->configured) {
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -1001,15 +1093,35 @@ static int setup(pd_transfer_t *t, const pd_request_t *req,
     if (rc == CURLE_OK)
       t->configured = 1;
   }
-  SET(CURLOPT_PRIVATE, (void *)t);
+  if (!t->own_ptrs) {
+    SET(CURLOPT_PRIVATE, (void *)t);
+    SET(CURLOPT_ERRORBUFFER, t->errbuf);
+    SET(CURLOPT_HEADERDATA, (void *)t);
+    SET(CURLOPT_WRITEDATA, (void *)t);
+    SET(CURLOPT_PREREQDATA, (void *)t);
+    if (rc == CURLE_OK)
+      t->own_ptrs = 1;
+  }
   SET(CURLOPT_URL, req->url);
-  SET(CURLOPT_ERRORBUFFER, t->errbuf);
-  SET(CURLOPT_HEADERDATA, (void *)t);
-  SET(CURLOPT_WRITEDATA, (void *)t);
-  SET(CURLOPT_PREREQDATA, (void *)t);
-  SET(CURLOPT_HTTPHEADER, t->slist);     /* NULL: none */
-  SET(CURLOPT_TIMEOUT_MS, to_ms(req->timeout));            /* 0: none */
-  SET(CURLOPT_CONNECTTIMEOUT_MS, to_ms(req->connect_timeout)); /* 0: default */
+  {
+    const struct curl_slist *l = t->hs == NULL ? t->slist
+                                 : has_body ? t->hs->body : t->hs->plain;
+    long ms = to_ms(req->timeout), cms = to_ms(req->connect_timeout);
+    /* A list at the same address as the handle's may be a new one: libcurl
+     * reads it only when the transfer starts, so it reads the right one. */
+    if (l != t->set_headers) {
+      SET(CURLOPT_HTTPHEADER, l);        /* NULL: none */
+      t->set_headers = rc == CURLE_OK ? l : NULL;
+    }
+    if (ms != t->set_timeout) {
+      SET(CURLOPT_TIMEOUT_MS, ms);       /* 0: none */
+      t->set_timeout = rc == CURLE_OK ? ms : -1;
+    }
+    if (cms != t->set_connect) {
+      SET(CURLOPT_CONNECTTIMEOUT_MS, cms); /* 0: default */
+      t->set_connect = rc == CURLE_OK ? cms : -1;
+    }
+  }
   /* Only a fully set-up plain GET may skip the reset (easy_put). */
   t->plain = rc == CURLE_OK && is_get && !has_body && !req->insecure;
   if (req->insecure) {
@@ -1071,11 +1183,12 @@ int pd_client_send(pd_client_t *c, const pd_request_t *req, pd_response_cb cb,
       (req->headers == NULL && req->nheaders > 0))
     return PD_EINVAL;
 
-  t = calloc(1, sizeof(*t));
+  if (req->prepared != NULL && req->nheaders > 0)
+    return PD_EINVAL;
+  t = transfer_get(c);
   if (t == NULL)
     return PD_ENOMEM;
   link_init(&t->link);
-  t->c = c;
   t->cb = cb;
   t->arg = arg;
   t->no_resend = req->no_resend != 0;
@@ -1083,14 +1196,9 @@ int pd_client_send(pd_client_t *c, const pd_request_t *req, pd_response_cb cb,
                                         : c->max_body;
   t->body.max = max_body;
   t->head.max = MAX_HEAD;
-  t->easy = easy_get(c, &t->configured, &t->cached);
-  if (t->easy == NULL) {
-    transfer_free(t);
-    return PD_ENOMEM;
-  }
   err = setup(t, req, method);
   if (err < 0) {
-    transfer_free(t);
+    transfer_put(t);
     return err;
   }
   t->start = uv_hrtime();
@@ -1098,7 +1206,8 @@ int pd_client_send(pd_client_t *c, const pd_request_t *req, pd_response_cb cb,
    * next loop iteration, never inside this call. */
   mrc = curl_multi_add_handle(c->multi, t->easy);
   if (mrc != CURLM_OK) {
-    transfer_free(t);
+    t->plain = 0;                        /* may be half started: reset it */
+    transfer_put(t);
     return mrc == CURLM_OUT_OF_MEMORY ? PD_ENOMEM : PD_ETRANSPORT;
   }
   t->state = T_ACTIVE;
@@ -1146,12 +1255,8 @@ void pd_client_close(pd_client_t *c, void (*close_cb)(void *arg), void *arg) {
    * cached connections with CURL_POLL_REMOVE. */
   curl_multi_cleanup(c->multi);
   c->multi = NULL;
-  while (c->npool > 0) {
-    c->npool--;
-    curl_easy_cleanup(c->pool[c->npool]);
-    curl_slist_free_all(c->pool_slist[c->npool]);
-    c->pool_slist[c->npool] = NULL;
-  }
+  while (c->npool > 0)
+    transfer_destroy(c->pool[--c->npool]);
   while (!link_empty(&c->socks))
     sock_close(CONTAINER_OF(c->socks.next, sock_t, link));
   uv_close((uv_handle_t *)&c->timer, handle_close_cb);

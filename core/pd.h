@@ -82,11 +82,20 @@ typedef struct {
   size_t max_response_body;  /* default cap per response; 0 = 256 MiB */
 } pd_client_opts_t;
 
+/* Request headers checked and made into libcurl's form once, for many
+ * requests (pd_request_t.prepared).  Reference counted: a transfer holds
+ * one while it runs. */
+typedef struct pd_headers_s pd_headers_t;
+/* PD_EINVAL for a name that is not a token or a value with CR, LF or NUL. */
+int pd_headers_new(const pd_header_t *h, size_t n, pd_headers_t **out);
+void pd_headers_unref(pd_headers_t *hs);
+
 typedef struct {
   const char *method;        /* "GET", "POST", ... */
   const char *url;
   const pd_header_t *headers;
   size_t nheaders;
+  pd_headers_t *prepared;    /* instead of headers/nheaders, when set */
   const char *body;          /* copied by pd_client_send; may be NULL */
   size_t body_len;
   double timeout;            /* whole transfer, seconds; 0 = none */

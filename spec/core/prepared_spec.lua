@@ -88,6 +88,39 @@ describe("pivday.http.send_prepared", function()
     assert.equal('{"a":1}', seen[1].body)
   end)
 
+  it("refuses header names that are not tokens and values that could smuggle a line", function()
+    assert.has_error(function() http.prepare { headers = { ["bad name"] = "x" } } end,
+      "headers: a name is not a token or a value holds CR, LF or NUL")
+    assert.has_error(function() http.prepare { headers = { ["X-A"] = "a\r\nX-B: b" } } end,
+      "headers: a name is not a token or a value holds CR, LF or NUL")
+  end)
+
+  it("keeps nothing of one request in the next on the same connection", function()
+    -- Transfers and their handles are pooled: methods, bodies, headers and
+    -- timeouts must not leak from one request into another.
+    local other = http.prepare { headers = { ["X-Other"] = "1" } }
+    for _ = 1, 3 do
+      send("/a", "POST", "{}")
+      http.send_prepared(other, "GET", srv.url .. "/b", nil, t(5))
+      assert(http.request { method = "PUT", url = srv.url .. "/c", body = "p", headers = { ["X-Put"] = "y" } })
+      assert(http.request { method = "HEAD", url = srv.url .. "/d" })
+      send("/e")
+    end
+    local got = {}
+    for i, r in ipairs(seen) do
+      got[i] = table.concat({ r.method, r.path, r.body, tostring(r.headers.authorization),
+        tostring(r.headers["x-other"]), tostring(r.headers["x-put"]), tostring(r.headers["content-length"]) }, " ")
+    end
+    local want = {}
+    for _ = 1, 3 do
+      for _, w in ipairs {
+        "POST /a {} Bearer k nil nil 2", "GET /b  nil 1 nil nil", "PUT /c p nil nil y 1",
+        "HEAD /d  nil nil nil nil", "GET /e  Bearer k nil nil nil",
+      } do want[#want + 1] = w end
+    end
+    assert.same(want, got)
+  end)
+
   it("reports a refused connection as a transport error", function()
     local port = srv.port
     srv:close()
