@@ -233,6 +233,38 @@ static int dec_number(dec_t *d) {
     lua_pushinteger(d->L, neg ? -v : v);
     return 1;
   }
+  /* A decimal without exponent and at most 15 digits, such as a balance:
+   * the digits as an integer m (exact) over 10^k (exact up to 10^22), one
+   * IEEE division, which rounds the exact quotient correctly, as strtod
+   * rounds the decimal: the same double, without strtod. */
+  if (len <= 16) {
+    const char *q = s;
+    int neg = *q == '-', k = -1, digits = 0;
+    if (neg) q++;
+    int64_t m = 0;
+    for (; q < p; q++) {
+      if (*q == '.') {
+        k = 0;
+        continue;
+      }
+      if (*q == 'e' || *q == 'E') break;
+      m = m * 10 + (*q - '0');
+      digits++;
+      if (k >= 0) k++;
+    }
+    if (q == p && k > 0 && digits <= 15) {
+      static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+                                     1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+      double v = (double)m / pow10[k];
+      if (neg) v = -v;
+      lua_Integer i;
+      if (v == floor(v) && lua_numbertointeger(v, &i))
+        lua_pushinteger(d->L, i);
+      else
+        lua_pushnumber(d->L, (lua_Number)v);
+      return 1;
+    }
+  }
   /* strtod needs the token alone (it would read "0x1" as hex). */
   char small[64];
   char *buf = small;
