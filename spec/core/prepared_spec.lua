@@ -121,6 +121,23 @@ describe("pivday.http.send_prepared", function()
     assert.same(want, got)
   end)
 
+  it("sends each request to its own URL, query included, and refuses a malformed one as libcurl does", function()
+    for i = 1, 3 do
+      send("/q?i=" .. i)
+      send("/q?i=" .. i) -- the same URL again: the transfer's parsed one
+    end
+    local got = {}
+    for i, r in ipairs(seen) do got[i] = r.path .. "?" .. r.query end
+    assert.same({ "/q?i=1", "/q?i=1", "/q?i=2", "/q?i=2", "/q?i=3", "/q?i=3" }, got)
+    local data, err = http.send_prepared(conf, "GET", "http://127.0.0.1:" .. srv.port .. "/bad url", nil, t(5))
+    assert.is_nil(data)
+    assert.equal("transport", err.kind)
+    assert.equal("URL_MALFORMAT", err.code)
+    assert.is_false(err.sent)
+    assert.is_false((send("/after")))   -- and the next request is fine
+    assert.equal("/after", seen[#seen].path)
+  end)
+
   it("reports a refused connection as a transport error", function()
     local port = srv.port
     srv:close()
