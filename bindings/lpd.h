@@ -23,6 +23,8 @@
 #define LPD_POLL "pivday.core.Poll"
 #define LPD_STREAM "pivday.core.Stream"
 #define LPD_FILE "pivday.core.File"
+#define LPD_WINDOW "pivday.core.Window"
+#define LPD_HOOK "pivday.core.Hook"
 
 typedef struct {
   uv_loop_t loop;
@@ -87,6 +89,21 @@ int lpd_json_push_member(lua_State *L, const char *s, size_t len, int list_mt,
 /* The listener's dedupe key of (event type, timestamp, data) at the given
  * stack indexes: 16 bytes, as core.canon_key returns them. */
 void lpd_canon_key(lua_State *L, int t, int ts, int data, unsigned char out[16]);
+/* The webhook listener's dedupe window (dedupe.c) and request path
+ * (hook.c): see those files. */
+#define LPD_KEY_LEN 16
+typedef struct lpd_window_s lpd_window_t;
+typedef struct lpd_hook_s lpd_hook_t;
+void lpd_dedupe_open(lua_State *L); /* registers dedupe_window/Window */
+void lpd_hook_open(lua_State *L);   /* registers hook/Hook */
+int lpd_window_seen(lpd_window_t *w, const unsigned char *key, int64_t now);
+/* Remembers key as arrived at now; 0 when out of memory. */
+int lpd_window_add(lpd_window_t *w, const unsigned char *key, int64_t now);
+void lpd_window_forget(lpd_window_t *w, const unsigned char *key);
+lpd_hook_t *lpd_check_hook(lua_State *L, int arg);
+/* Handles a request to a server that has a hook: answers it, or keeps it
+ * until the journal sync. */
+void lpd_hook_request(lpd_hook_t *h, pd_http_req_t *r);
 void lpd_client_shutdown(void);
 void lpd_server_shutdown(void);
 

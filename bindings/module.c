@@ -399,6 +399,8 @@ int luaopen_pivday_core(lua_State *L) {
   lpd_tcp_open(L);
   lpd_file_open(L);
   lpd_canon_open(L);
+  lpd_dedupe_open(L);
+  lpd_hook_open(L);
   lua_pushliteral(L, PIVDAY_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

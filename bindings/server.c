@@ -1,23 +1,15 @@
 /* server.c: core.server(opts, cb) over pd_server_t.
  *
  * cb(req) runs from the loop for each complete request with a table
- * {method, path, query, target, headers (lower-cased), body, peer, handle};
- * with opts.lean, cb(id, method, path, body, peer) instead: no table,
- * no headers (the webhook listener needs neither, and building them was a
- * fifth of its per-request cost).
+ * {method, path, query, target, headers (lower-cased), body, peer, handle}.
  * `handle` is a pivday.core.Request that must be answered once with
  * handle:respond(status, headers, body) or handle:drop().  An unanswered
  * handle that is collected drops the connection, so nothing leaks.
- * A lean request is an integer id instead, answered once with
- * core.server_respond(id, status, headers, body) or core.server_drop(id):
- * no userdata, no finaliser, no allocation per request (those cost ~2K
- * instructions of the listener's event).  Nothing collects an id, so its
- * owner must answer it; an id answered already (or stale) is refused.
- * Open servers and unanswered requests (both kinds) are listed for module
- * shutdown.
+ * With opts.hook (a pivday.core.Hook, bindings/hook.c) there is no cb:
+ * the hook handles every request in C (the webhook listener).
+ * Open servers and unanswered requests are listed for module shutdown.
  */
 #include <ctype.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lpd.h"
@@ -27,7 +19,8 @@ typedef struct lpd_server_s {
   void **box;
   int cb_ref;
   int self_ref;   /* an open server is rooted until closed */
-  int lean;       /* cb(handle, method, path, body, peer) */
+  lpd_hook_t *hook; /* handles the requests instead of cb */
+  int hook_ref;
   struct lpd_server_s *next, *prev;
 } lpd_server_t;
 
@@ -68,86 +61,19 @@ static lpd_req_t *push_handle(lua_State *L, pd_http_req_t *r) {
   return q;
 }
 
-/* Lean requests by id: a slot number in the low 32 bits and a generation
- * in the high ones (31 bits: ids stay positive), so a stale id never
- * reaches the request that reused its slot. */
-typedef struct {
-  pd_http_req_t *r;
-  uint32_t gen;
-} lean_slot_t;
-
-static lean_slot_t *lslots;
-static uint32_t *lfree;
-static uint32_t nlslots, nlfree, lcap;
-
-/* The id of a new lean request, or -1 when out of memory. */
-static lua_Integer lean_take(pd_http_req_t *r) {
-  if (nlfree == 0 && nlslots == lcap) {
-    uint32_t cap = lcap ? lcap * 2 : 64;
-    lean_slot_t *ns = realloc(lslots, sizeof(*ns) * cap);
-    if (ns == NULL) return -1;
-    lslots = ns;
-    uint32_t *nf = realloc(lfree, sizeof(*nf) * cap);
-    if (nf == NULL) return -1;
-    lfree = nf;
-    lcap = cap;
-  }
-  uint32_t slot;
-  if (nlfree > 0) {
-    slot = lfree[--nlfree];
-  } else {
-    slot = nlslots++;
-    lslots[slot].gen = 0;
-  }
-  lean_slot_t *e = &lslots[slot];
-  e->gen = (e->gen + 1) & 0x7fffffffu;
-  if (e->gen == 0) e->gen = 1;
-  e->r = r;
-  return (lua_Integer)(((uint64_t)e->gen << 32) | slot);
-}
-
-/* The request of a live id, or NULL. */
-static lean_slot_t *lean_find(lua_Integer id) {
-  if (id <= 0) return NULL;
-  uint64_t u = (uint64_t)id;
-  uint32_t slot = (uint32_t)u;
-  if (slot >= nlslots) return NULL;
-  lean_slot_t *e = &lslots[slot];
-  if (e->r == NULL || e->gen != (uint32_t)(u >> 32)) return NULL;
-  return e;
-}
-
-static pd_http_req_t *lean_give(lean_slot_t *e) {
-  pd_http_req_t *r = e->r;
-  e->r = NULL;
-  lfree[nlfree++] = (uint32_t)(e - lslots);
-  return r;
-}
-
 static void request_cb(pd_server_t *s, pd_http_req_t *r, void *arg) {
   (void)s;
   lpd_server_t *srv = arg;
   lua_State *L = lpd_ctx->L;
-  if (srv->cb_ref == LUA_NOREF || lpd_ctx->closing) {
+  if (srv->self_ref == LUA_NOREF || lpd_ctx->closing) {
     pd_http_drop(r);
     return;
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->cb_ref);
-  if (srv->lean) {
-    lua_Integer id = lean_take(r);
-    if (id < 0) {
-      lua_pop(L, 1);
-      pd_http_drop(r);
-      return;
-    }
-    lua_pushinteger(L, id);
-    lua_pushstring(L, r->method);
-    lua_pushlstring(L, r->path, r->path_len);
-    lua_pushlstring(L, r->body ? r->body : "", r->body_len);
-    lua_pushstring(L, r->peer);
-    lpd_call(L, 5);
+  if (srv->hook) {
+    lpd_hook_request(srv->hook, r);
     return;
   }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->cb_ref);
   lua_createtable(L, 0, 8);
   lua_pushstring(L, r->method);
   lua_setfield(L, -2, "method");
@@ -244,27 +170,6 @@ static int req_respond(lua_State *L) {
   return 1;
 }
 
-/* server_respond(id, status, headers, body) -> true, or false when the
- * client had gone away; raises for an id not (or no longer) live. */
-static int l_server_respond(lua_State *L) {
-  lean_slot_t *e = lean_find(luaL_checkinteger(L, 1));
-  if (e == NULL) return luaL_error(L, "pivday: request already answered");
-  answer_t a;
-  read_answer(L, &a);
-  pd_http_req_t *r = lean_give(e);
-  int rc = pd_http_respond(r, a.status, a.hs, a.n, a.body, a.blen);
-  lua_pushboolean(L, rc == 0);
-  return 1;
-}
-
-/* server_drop(id): closes the connection unanswered; a stale id is a
- * no-op. */
-static int l_server_drop(lua_State *L) {
-  lean_slot_t *e = lean_find(luaL_checkinteger(L, 1));
-  if (e) pd_http_drop(lean_give(e));
-  return 0;
-}
-
 static int req_drop(lua_State *L) {
   void **box = luaL_checkudata(L, 1, LPD_REQUEST);
   if (*box == NULL) return 0;
@@ -285,15 +190,22 @@ static void server_close(lpd_server_t *srv) {
   if (srv->box) *srv->box = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, srv->cb_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, srv->self_ref);
-  srv->cb_ref = srv->self_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, srv->hook_ref);
+  srv->cb_ref = srv->self_ref = srv->hook_ref = LUA_NOREF;
+  srv->hook = NULL;
   pd_server_close(srv->s, server_closed, srv);
 }
 
 /* server{host=, port=, max_header=, max_body=, header_timeout=,
- *        idle_timeout=, max_connections=, lean=}, cb -> Server */
+ *        idle_timeout=, max_connections=, hook=}, cb -> Server
+ * (cb only without hook) */
 static int l_server(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_getfield(L, 1, "hook");
+  lpd_hook_t *hook = lua_isnil(L, -1) ? NULL : lpd_check_hook(L, -1);
+  lua_pop(L, 1);
+  if (hook == NULL) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
   pd_server_opts_t o = {0};
   lua_getfield(L, 1, "host");
   o.host = luaL_optstring(L, -1, "127.0.0.1");
@@ -306,9 +218,6 @@ static int l_server(lua_State *L) {
   o.backlog = (int)lpd_optnumfield(L, 1, "backlog", 0);
   if (o.port < 0 || o.port > 65535)
     return luaL_error(L, "port out of range: %d", o.port);
-  lua_getfield(L, 1, "lean");
-  int lean = lua_toboolean(L, -1);
-  lua_pop(L, 1);
 
   void **box = lpd_newbox(L, LPD_SERVER);
   lpd_server_t *srv = calloc(1, sizeof(*srv));
@@ -322,11 +231,13 @@ static int l_server(lua_State *L) {
     return 2;
   }
   lua_pushvalue(L, 2);
-  srv->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  srv->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* LUA_REFNIL with a hook */
+  lua_getfield(L, 1, "hook");
+  srv->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  srv->hook = hook;
   lua_pushvalue(L, -1);
   srv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   srv->box = box;
-  srv->lean = lean;
   *box = srv;
   LINK(lpd_ctx->servers, srv);
   return 1;
@@ -357,13 +268,6 @@ void lpd_server_shutdown(void) {
     req_release(q);
     pd_http_drop(r);
   }
-  for (uint32_t i = 0; i < nlslots; i++)
-    if (lslots[i].r) pd_http_drop(lean_give(&lslots[i]));
-  free(lslots);
-  free(lfree);
-  lslots = NULL;
-  lfree = NULL;
-  nlslots = nlfree = lcap = 0;
   while (lpd_ctx->servers) server_close(lpd_ctx->servers);
 }
 
@@ -383,9 +287,5 @@ int lpd_server_open(lua_State *L) {
   lpd_newclass(L, LPD_REQUEST, req_m);
   lua_pushcfunction(L, l_server);
   lua_setfield(L, -2, "server");
-  lua_pushcfunction(L, l_server_respond);
-  lua_setfield(L, -2, "server_respond");
-  lua_pushcfunction(L, l_server_drop);
-  lua_setfield(L, -2, "server_drop");
   return 0;
 }

@@ -20,15 +20,16 @@
 --   _run_jobs), so no handler ever holds up another.
 -- * With a journal, "2xx" means "on disk": the event line is appended and
 --   fdatasync'd before the answer. Everything that arrives in one loop turn
---   shares one write and one fdatasync: the request callback only queues,
---   and one flush task per turn writes, syncs, answers and dispatches.
+--   shares one write and one fdatasync.
 -- * A retried delivery (same type, timestamp and data) is answered but not
 --   delivered again (see pivday.webhooks.dedupe).
 --
--- The listener sits directly on pivday.core's server rather than on
--- pivday.http.server: that one starts a task per request so handlers may
--- wait, which a webhook never needs (we answer before any user code runs),
--- and the task per delivery would be most of the per-event cost.
+-- No Lua runs per request: pivday.core's Hook (bindings/hook.c) checks
+-- peer, path and method, decodes the body into the event table once,
+-- checks its shape, looks its dedupe key up in the window, queues its
+-- journal line and answers (without a journal). Once per loop turn it
+-- calls _flush, which takes the turn's events, writes and syncs their
+-- lines, has the Hook answer their senders, and dispatches them.
 local core = require "pivday.core"
 local async = require "pivday.async"
 local json = require "pivday.json"
@@ -40,23 +41,13 @@ local journal_mod = require "pivday.webhooks.journal"
 local M = {}
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
-local byte, format, find, gsub = string.byte, string.format, string.find, string.gsub
+local byte, format = string.byte, string.format
 local os_time, traceback = os.time, debug.traceback
--- Bodies are decoded by core.json_decode: pivday.json.decode's result
--- (integers as integers, null as json.null, [] marked a list) in one C pass,
--- under half of what cjson plus pivday.json's walks cost (bindings/canon.c).
--- It never accepts what cjson refuses, so what it accepts the journal's
--- reader reads back the same.
-local json_decode, LIST_MT = core.json_decode, getmetatable(json.array())
-local function decode(body) return json_decode(body, LIST_MT) end
-
--- A request to answer: an integer id from core.server's lean callback
--- (no userdata, no finaliser per request), or a handle object (_request).
-local server_respond = core.server_respond
-local function answer(h, status, headers, body)
-  if type(h) == "number" then return server_respond(h, status, headers, body) end
-  return h:respond(status, headers, body)
-end
+-- The Hook decodes bodies as pivday.json.decode would (integers as
+-- integers, null as json.null, [] marked a list: bindings/canon.c), and
+-- never accepts what cjson refuses, so what it accepts the journal's reader
+-- reads back the same.
+local LIST_MT = getmetatable(json.array())
 
 --- Defaults of pivday.webhooks{...}.
 M.DEFAULTS = {
@@ -70,9 +61,6 @@ M.DEFAULTS = {
   retention = 7 * 86400,     -- done events are compacted away after this
   recent = 256,              -- events kept for a later wait()
 }
-
-local H_TEXT = { ["content-type"] = "text/plain; charset=utf-8" }
-local H_405 = { ["content-type"] = "text/plain; charset=utf-8", allow = "POST" }
 
 local Hooks = {}
 Hooks.__index = Hooks
@@ -143,36 +131,6 @@ function M.secret_path(journal_path)
   return path
 end
 
--- A comparer for the secret: fn(given) -> boolean, in time that depends
--- only on the secret's length (the path is the credential, so an early exit
--- at the first differing byte would leak it). A byte loop costs ~40 VM
--- instructions per byte on every request; instead the string is cut into
--- 64-bit words by one string.unpack and the words are XORed with the
--- secret's, all in one generated expression without branches.
-local function secret_comparer(secret)
-  local n = #secret
-  local fmt, parts = "<", {}
-  local rest = n
-  for _, w in ipairs{ { 8, "i8" }, { 4, "I4" }, { 2, "I2" }, { 1, "B" } } do
-    while rest >= w[1] do
-      fmt = fmt .. w[2]
-      rest = rest - w[1]
-      parts[#parts + 1] = true
-    end
-  end
-  local words = { string.unpack(fmt, secret) }
-  local names, xs = {}, {}
-  for i = 1, #parts do
-    names[i] = "a" .. i
-    xs[i] = ("(a%d ~ %d)"):format(i, words[i])
-  end
-  local src = ("local unpack, fmt, n = ... return function(g) if #g ~= n then return false end "
-    .. "local %s = unpack(fmt, g) return (%s) == 0 end")
-    :format(table.concat(names, ", "), table.concat(xs, " | "))
-  return assert(load(src, "=(pivday.webhooks secret)", "t", {}))(string.unpack, fmt, n)
-end
-M._secret_comparer = secret_comparer
-
 -- Matching -------------------------------------------------------------------
 
 -- nil (any type), "*", a type, or a list of types -> nil or a set.
@@ -232,37 +190,6 @@ local function wants(s, ev)
   return r and true or false
 end
 
--- Parsing a delivery ------------------------------------------------------------
-
--- The event and the body as kept, or nil and why it is not one.
--- The journal keeps one event per line, so a body with CR/LF is kept with
--- them turned into spaces (JSON whitespace). A raw line break inside a
--- string (not JSON, but cjson takes it) would change the data: such a body
--- is decoded after the same change, so the event handlers see now, the one
--- replayed after a restart and the dedupe key all agree.
-local function parse_event(body)
-  if body == "" then return nil, "empty body (want a JSON event)" end
-  -- core.json_decode refuses a raw CR/LF inside a string, so in a body it
-  -- accepts they are whitespace and the event is the same with or without
-  -- them; it says whether there were any, which spares searching every body
-  -- (the pattern "[\r\n]" cost ~50,000 instructions on a 310-byte body).
-  -- Refused, the body is decoded again with them turned into spaces.
-  local ev, err = decode(body)
-  if ev == nil and (find(body, "\n", 1, true) or find(body, "\r", 1, true)) then
-    body = gsub(body, "[\r\n]", " ")
-    ev, err = decode(body)
-  end
-  if ev == nil then return nil, "body is not JSON: " .. tostring(err) end
-  if err then body = gsub(body, "[\r\n]", " ") end
-  if type(ev) ~= "table" then return nil, "body is not a JSON object" end
-  local t = ev.event_type
-  if type(t) ~= "string" or t == "" then return nil, "no event_type (want {event_type, timestamp, data})" end
-  if type(ev.timestamp) ~= "string" then return nil, "no timestamp (want {event_type, timestamp, data})" end
-  local d = ev.data
-  if type(d) ~= "table" or d[1] ~= nil then return nil, "data is not an object" end
-  return ev, body
-end
-
 local function is_loopback(host)
   if host == "localhost" then return true end
   local raw = cidr.parse_ip(host)
@@ -317,7 +244,7 @@ function M.new(opts)
   local allow
   if opts.allow ~= nil then
     local err
-    allow, err = cidr.matcher(opts.allow)
+    allow, err = cidr.networks(opts.allow)
     if not allow then error("bad argument #1 to 'webhooks' (" .. err .. ")", 2) end
   end
   local max_body = check_number(opts, "max_body", 1)
@@ -330,19 +257,16 @@ function M.new(opts)
     host = host, public_url = opts.public_url, max_body = max_body,
     dedupe_window = window, retention = retention,
     stats = { received = 0, duplicates = 0, rejected = 0, delivered = 0, failed = 0, replayed = 0 },
-    _allow = allow,
     _window = dedupe.window(window),
     _on = {},                          -- event type or "*" -> list of fns
     _waiters = {},                     -- in registration order
     _subs = {},                        -- events{} iterators
     _recent = {}, _rhead = 1, _rtail = 0, _rcap = recent,
-    _acks = {}, _nacks = 0,           -- senders waiting for the journal sync
-    _arrived = {}, _narrived = 0,
-    _syncing = nil,                    -- {acks, na, arrived, nr} while its fdatasync runs
+    _syncing = nil,                    -- {events, n} while their fdatasync runs
     _synced = {}, _nsynced = 0,        -- synced events, delivered by the next flush
     _held = {},                        -- waiting for the first registration
     _jf = {}, _je = {}, _jh = 1, _jt = 0, -- handler runs queued (see _run_jobs)
-    _ready = false, _scheduled = false, _seq = 0,
+    _ready = false,
   }, Hooks)
 
   -- The journal first: it decides the path and what is pending.
@@ -369,7 +293,11 @@ function M.new(opts)
     end
   end
   self.path = path
-  self._is_secret = secret_comparer(path)
+  local j = self._journal
+  self._hook = core.hook({
+    path = path, allow = allow, window = self._window, list_mt = LIST_MT,
+    journal = j ~= nil, next_id = j and j.next_id or 1,
+  }, function() self:_flush() end)
 
   local srv, err = core.server({
     host = host, port = port, max_body = max_body,
@@ -377,10 +305,11 @@ function M.new(opts)
     header_timeout = opts.header_timeout or M.DEFAULTS.header_timeout,
     idle_timeout = opts.idle_timeout or M.DEFAULTS.idle_timeout,
     max_connections = opts.max_connections,
-    lean = true, -- cb(id, method, path, body, peer): no request table, no headers
-  }, function(id, method, path, body, peer) self:_receive(id, method, path, body, peer) end)
+    hook = self._hook,
+  })
   if not srv then
-    if self._journal then self._journal:close() end
+    self._hook:close()
+    if j then j:close() end
     return nil, local_error("LISTEN_FAILED", ("cannot listen on %s:%d: %s"):format(host, port, tostring(err)))
   end
   self._srv = srv
@@ -388,7 +317,6 @@ function M.new(opts)
   local shown = host:find(":", 1, true) and ("[" .. host .. "]") or host
   self.local_url = ("http://%s:%d%s"):format(shown, self.port, path)
   self.url = opts.public_url and (opts.public_url:gsub("/+$", "") .. path) or self.local_url
-  self._flush_fn = function() self:_flush() end
 
   if not is_loopback(host) and not allow then
     io.stderr:write(("pivday.webhooks: listening on %s:%d, reachable from the network; "
@@ -430,107 +358,45 @@ function Hooks:_load(j)
   end
 end
 
--- The request path: runs in the server's C callback --------------------------------
+-- The turn: what the Hook queued ------------------------------------------------
 
--- The same with a request table as core.server's default callback gives it.
-function Hooks:_request(req)
-  return self:_receive(req.handle, req.method, req.path, req.body, req.peer)
-end
-
-function Hooks:_receive(h, method, path, body, peer)
-  local allow = self._allow
-  if allow and not allow(peer) then
-    self.stats.rejected = self.stats.rejected + 1
-    answer(h, 403, H_TEXT, "forbidden\n")
-    return
-  end
-  if not self._is_secret(path) then
-    self.stats.rejected = self.stats.rejected + 1
-    answer(h, 404, H_TEXT, "not found\n")
-    return
-  end
-  if method ~= "POST" then
-    self.stats.rejected = self.stats.rejected + 1
-    answer(h, 405, H_405, "method not allowed (webhooks are POSTed)\n")
-    return
-  end
-  local ev
-  ev, body = parse_event(body)
-  if not ev then
-    local why = body
-    self.stats.rejected = self.stats.rejected + 1
-    answer(h, 400, H_TEXT, "bad request: " .. why .. "\n")
-    return
-  end
-  local now = os_time()
-  local key = dedupe.key(ev.event_type, ev.timestamp, ev.data)
-  local j = self._journal
-  local stats = self.stats
-  if self._window:seen_or_add(key, now) then
-    stats.duplicates = stats.duplicates + 1
-    if j then
-      -- Answered with the next batch: the original may still be unsynced.
-      local n = self._nacks + 1
-      self._acks[n] = h
-      self._nacks = n
-      self:_schedule()
-    else
-      answer(h, 200, H_TEXT, "ok\n")
-    end
-    return
-  end
-  stats.received = stats.received + 1
-  ev.raw, ev.received_at, ev._key = body, now, key
-  if j then
-    local id = j.next_id
-    j.next_id = id + 1
-    ev.id = id
-    j:append(id, now, body, true) -- parse_event made it one line
-    local n = self._nacks + 1
-    self._acks[n] = h
-    self._nacks = n
-  else
-    local id = self._seq + 1
-    self._seq = id
-    ev.id = id
-    answer(h, 200, H_TEXT, "ok\n")
-  end
-  local n = self._narrived + 1
-  self._arrived[n] = ev
-  self._narrived = n
-  if not self._scheduled then self:_schedule() end
-end
-
--- One flush task per loop turn: it starts on the next iteration, after the
--- poll phase has read every connection that was ready, so a burst shares it.
+-- _flush runs on the next loop iteration (the Hook also asks for it after
+-- every request it handled).
 function Hooks:_schedule()
-  if not self._scheduled then
-    self._scheduled = true
-    async.daemon(self._flush_fn)
-  end
+  local hook = self._hook
+  if hook then hook:kick() end
 end
 
--- Not on disk, so not acknowledged: the sender retries, and the retry must
--- not be taken for a duplicate.
-local function refuse(self, why, err, acks, na, arrived, nr)
+-- The stats the Hook counts.
+function Hooks:_count()
+  local stats = self.stats
+  stats.received, stats.duplicates, stats.rejected = self._hook:counts()
+end
+
+-- Not on disk, so not acknowledged: the senders get 503 and retry, and the
+-- Hook forgets the batch's keys so the retries are not taken for
+-- duplicates.
+local function refuse(self, why, err)
   async.report("pivday.webhooks: journal " .. why .. " failed, answering 503: " .. tostring(err))
-  for i = 1, na do answer(acks[i], 503, H_TEXT, "journal write failed\n") end
-  for i = 1, nr do self._window:forget(arrived[i]._key) end
+  self._hook:settle(false)
 end
 
---- Writes what this turn queued and syncs it; delivers what the last sync
--- made durable. Runs in the flush task (or close(), with `now`: then the
--- sync blocks, covering a batch still syncing too).
+--- Takes what the Hook queued this turn, writes its journal lines and
+-- syncs them, then has the Hook answer the senders and dispatches the
+-- events; delivers what the last sync made durable first. Runs once per
+-- loop turn (from the Hook), or from close() with `now`: then the sync
+-- blocks, covering a batch still syncing too.
 --
 -- With a journal this is a group commit: when other connections are open,
 -- the fdatasync runs in libuv's thread pool (File:sync_async), one at a
 -- time, while the loop goes on reading and parsing; what arrives meanwhile
--- is queued (appended to the journal's buffer, its senders in _acks) and
--- goes with the next sync, started as soon as this one completes
--- (_synced_cb). A batch's senders are answered when its sync completes, and
--- its events then handed to handlers, in arrival order.
+-- stays queued in the Hook and goes with the next sync, started as soon as
+-- this one completes (_synced_cb). A batch's senders are answered when its
+-- sync completes, and its events then handed to handlers, in arrival order.
 function Hooks:_flush(now)
-  self._scheduled = false
+  local hook = self._hook
+  if not hook then return end
+  self:_count()
   local j = self._journal
   -- Events the last sync made durable, delivered before any later ones.
   local nd = self._nsynced
@@ -545,46 +411,45 @@ function Hooks:_flush(now)
     self:_run_jobs()
     return
   end
-  local acks, na = self._acks, self._nacks
-  local arrived, nr = self._arrived, self._narrived
-  if na > 0 then self._acks, self._nacks = {}, 0 end
-  if nr > 0 then self._arrived, self._narrived = {}, 0 end
+  local events, n, lines, nacks, next_id = hook:take()
   if j then
+    j.next_id = next_id
     if j:should_compact(os_time() - math.max(self.retention, self.dedupe_window)) then
       self:compact() -- writes and syncs what is queued first
     end
+    if lines then j:append_lines(lines, events[1].received_at) end
     if batch then
-      -- close(): the running sync's batch goes with this blocking one.
+      -- close(): the running sync's events go with this blocking one (the
+      -- Hook merged its senders already).
       self._syncing = nil
-      local backs, bna, barr, bnr = batch[1], batch[2], batch[3], batch[4]
-      for i = 1, na do backs[bna + i] = acks[i] end
-      for i = 1, nr do barr[bnr + i] = arrived[i] end
-      acks, na, arrived, nr = backs, bna + na, barr, bnr + nr
+      local bev, bn = batch[1], batch[2]
+      for i = 1, n do bev[bn + i] = events[i] end
+      events, n = bev, bn + n
     end
     -- Overlap only when something can arrive meanwhile: with every open
     -- connection waiting in this batch (one sender, or the last stragglers),
     -- a blocking sync costs the loop nothing and spares the thread pool's
     -- round trip.
     local srv = self._srv
-    local background = na > 0 and not now and srv ~= nil and srv:connections() > na
-    if na > 0 or j:pending() then
-      local ok, err = j:flush(na > 0 and not background)
-      if not ok then return refuse(self, "write", err, acks, na, arrived, nr) end
+    local background = nacks > 0 and not now and srv ~= nil and srv:connections() > nacks
+    if nacks > 0 or j:pending() then
+      local ok, err = j:flush(nacks > 0 and not background)
+      if not ok then return refuse(self, "write", err) end
     end
     if background then
-      batch = { acks, na, arrived, nr }
+      batch = { events, n }
       self._syncing = batch
       local ok, err = j:sync_async(function(sok, serr) self:_synced_cb(batch, sok, serr) end)
       if not ok then
         self._syncing = nil
-        return refuse(self, "sync", err, acks, na, arrived, nr)
+        return refuse(self, "sync", err)
       end
       self:_run_jobs()
       return
     end
+    hook:settle(true)
   end
-  for i = 1, na do answer(acks[i], 200, H_TEXT, "ok\n") end
-  for i = 1, nr do self:_deliver(arrived[i]) end
+  for i = 1, n do self:_deliver(events[i]) end
   self:_run_jobs()
 end
 
@@ -594,14 +459,14 @@ end
 function Hooks:_synced_cb(batch, ok, err)
   if self._syncing ~= batch then return end -- close() took it over
   self._syncing = nil
-  local acks, na, arrived, nr = batch[1], batch[2], batch[3], batch[4]
   if not ok then
-    refuse(self, "sync", err, acks, na, arrived, nr)
+    refuse(self, "sync", err)
   else
-    for i = 1, na do answer(acks[i], 200, H_TEXT, "ok\n") end
+    self._hook:settle(true)
+    local events, n = batch[1], batch[2]
     local synced, nd = self._synced, self._nsynced
-    for i = 1, nr do synced[nd + i] = arrived[i] end
-    self._nsynced = nd + nr
+    for i = 1, n do synced[nd + i] = events[i] end
+    self._nsynced = nd + n
   end
   self:_schedule()
 end
@@ -1042,6 +907,8 @@ function Hooks:close()
     self._srv:close()
     self._srv = nil
   end
+  self._hook:close()
+  self._hook = nil
   if self._journal then
     self._journal:close()
     self._journal = nil

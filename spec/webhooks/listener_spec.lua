@@ -255,9 +255,10 @@ describe("pivday.webhooks dedupe", function()
 
   it("forgets keys after the window", function()
     local w = dedupe.window(60)
-    w:add("k", 1000)
-    assert.is_true(w:seen("k", 1059))
-    assert.is_false(w:seen("k", 1060))
+    local k = dedupe.key("t", "ts", {})
+    w:add(k, 1000)
+    assert.is_true(w:seen(k, 1059))
+    assert.is_false(w:seen(k, 1060))
     assert.equal(0, w:count())
   end)
 

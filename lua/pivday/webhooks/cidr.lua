@@ -101,10 +101,10 @@ local function contains(net, raw)
   return (byte(raw, full + 1) & mask) == (byte(net.bytes, full + 1) & mask)
 end
 
---- Builds a matcher from a CIDR string or a list of them. Returns
--- fn(ip_string) -> boolean, or nil and a message naming the bad entry.
--- Answers are cached per address (peers repeat), up to a bound.
-function M.matcher(list)
+--- Parses a CIDR string or a list of them. Returns the list of networks
+-- ({bytes, bits} each, what the listener's C request path checks peers
+-- against), or nil and a message naming the bad entry.
+function M.networks(list)
   if type(list) == "string" then list = { list } end
   if type(list) ~= "table" then return nil, "allow must be a CIDR string or a list of them" end
   local nets = {}
@@ -113,6 +113,15 @@ function M.matcher(list)
     if not net then return nil, ("allow[%d]: %s"):format(i, err) end
     nets[#nets + 1] = net
   end
+  return nets
+end
+
+--- Builds a matcher from a CIDR string or a list of them. Returns
+-- fn(ip_string) -> boolean, or nil and a message naming the bad entry.
+-- Answers are cached per address (peers repeat), up to a bound.
+function M.matcher(list)
+  local nets, err = M.networks(list)
+  if not nets then return nil, err end
   local cache, cached = {}, 0
   return function(ip)
     local hit = cache[ip]

@@ -88,81 +88,13 @@ end
 -- the hash and the odds of two events colliding: ~2^-100).
 M.key = core.canon_key
 
-local Window = {}
-Window.__index = Window
-Window.__name = "pivday.webhooks.Window"
-
---- A window of `seconds`, holding at most `cap` keys (the oldest go first
--- when a flood exceeds it, so memory stays bounded).
-function M.window(seconds, cap)
-  return setmetatable({
-    seconds = seconds, cap = cap or 100000,
-    _at = {},        -- key -> arrival time (epoch seconds)
-    _keys = {}, _times = {}, _head = 1, _tail = 0, -- arrival order, for expiry
-  }, Window)
-end
-
--- Drops keys that arrived `seconds` or more before now.
-function Window:_expire(now)
-  local keys, times, at = self._keys, self._times, self._at
-  local h, limit = self._head, now - self.seconds
-  while h <= self._tail and (times[h] <= limit or self._tail - h >= self.cap) do
-    local k = keys[h]
-    -- Only forget the key when this queue entry is its latest arrival.
-    if at[k] == times[h] then at[k] = nil end
-    keys[h], times[h] = nil, nil
-    h = h + 1
-  end
-  self._head = h
-end
-
---- True when key was seen less than `seconds` before `now`.
-function Window:seen(key, now)
-  local t = self._at[key]
-  if t == nil then return false end
-  if t > now - self.seconds then return true end
-  self:_expire(now)
-  return false
-end
-
---- Remembers key as arrived at `now` (epoch seconds).
-function Window:add(key, now)
-  self:_expire(now)
-  local tail = self._tail + 1
-  self._tail = tail
-  self._keys[tail], self._times[tail] = key, now
-  self._at[key] = now
-end
-
---- seen(key, now), and when not seen add(key, now), in one call (the
--- listener's per-event path): true when key was seen.
-function Window:seen_or_add(key, now)
-  local at, limit = self._at, now - self.seconds
-  local t = at[key]
-  if t ~= nil and t > limit then return true end
-  local times, h, tail = self._times, self._head, self._tail
-  if h <= tail and (times[h] <= limit or tail - h >= self.cap) then
-    self:_expire(now)
-    tail = self._tail
-  end
-  tail = tail + 1
-  self._tail = tail
-  self._keys[tail], times[tail] = key, now
-  at[key] = now
-  return false
-end
-
---- Forgets key (its delivery was not acknowledged after all, so the
--- sender's retry must be taken as new).
-function Window:forget(key)
-  self._at[key] = nil
-end
-
---- Number of keys held.
-function Window:count()
-  local n = 0
-  for _ in pairs(self._at) do n = n + 1 end
-  return n
-end
+--- A window of `seconds` (wall clock), holding at most `cap` keys (100,000
+-- by default; the oldest go first when a flood exceeds it, so memory stays
+-- bounded): w:seen_or_add(key, now) -> boolean, w:seen(key, now),
+-- w:add(key, now), w:forget(key) (a delivery that was not acknowledged
+-- after all: its retry must count as new), w:count(). Keys are `key`'s
+-- 16 bytes, times epoch seconds. In C (bindings/dedupe.c): the listener's
+-- request path asks it on every delivery without calling Lua.
+M.window = core.dedupe_window
 
 return M

@@ -143,16 +143,13 @@ function M.open(path)
   return j
 end
 
---- Queues the event line for `id` (arrived at `at`, epoch seconds) with
--- the raw body; `one_line` says the caller already made it a single line.
--- Nothing reaches the file before flush().
-function Journal:append(id, at, body, one_line)
-  -- Plain searches: a pattern class costs ~150 instructions a byte here.
-  if not one_line and (body:find("\n", 1, true) or body:find("\r", 1, true)) then
-    body = body:gsub("[\r\n]", " ")
-  end
+--- Queues event lines made by the listener's request path (bindings/hook.c
+-- writes them in this file's format, `{"id":N,"at":T,"event":BODY}` with
+-- the body on one line, and numbers them from next_id); `at` is the
+-- arrival time of the first. Nothing reaches the file before flush().
+function Journal:append_lines(text, at)
   local n = self._n + 1
-  self._buf[n] = '{"id":' .. id .. ',"at":' .. at .. ',"event":' .. body .. '}\n'
+  self._buf[n] = text
   self._n = n
   local oldest = self._oldest
   if oldest == nil or at < oldest then self._oldest = at end
