@@ -2,6 +2,7 @@
  *
  *   core.json_decode(text) -> value | nil, message
  *   core.canon_key(event_type, timestamp, data) -> 16-byte string
+ *   core.event_key(json_text) -> the same key, from the text | nil
  *
  * The listener decodes every body and derives its dedupe identity from it;
  * done through lua-cjson plus pivday.json's integer fix-up walk, plus a
@@ -24,7 +25,9 @@
  * canon_key digests type, timestamp and data in canonical form (objects as
  * sets of members whatever their order, numbers by value so 7.5 == 7.50 and
  * 12 == 12.0, every item tagged with its type and length so the encoding is
- * injective) into 128 bits.  A
+ * injective) into 128 bits; event_key gives the same digest straight from
+ * an event's JSON text, without making a Lua value (the listener's path:
+ * the walk over the decoded tables was ~6,000 instructions per event).  A
  * digest rather than the canonical text: the dedupe window holds up to 100k
  * keys, and 16 bytes each instead of a copy of every body keeps the heap,
  * and with it the garbage collector's work, small.  The hash is ours: a
@@ -38,6 +41,88 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lpd.h"
+
+/* ------------------------------------------------------------ digest -- */
+
+typedef unsigned __int128 u128;
+
+/* The digest D of a JSON value, bottom-up, so it can be taken from the
+ * text while it is read (lpd_event_key: no Lua value made) or from the
+ * decoded tables (lpd_canon_key), with the same result:
+ *   string   over its length and bytes, whole 64-bit words
+ *   number   by value: integral ones as integers (12 == 12.0), the rest
+ *            by their bits (7.5 == 7.50)
+ *   list     its items' digests in order, and their count
+ *   object   the set of its members: each (key, value) digested on its own
+ *            and the digests added up, so member order does not matter
+ * Each kind starts from its own seed, so the encoding is injective but for
+ * collisions.  The mixing step is a 128-bit multiply-xorshift: not
+ * cryptographic, and needs not be (the URL is the credential; for honest
+ * traffic two different events colliding is a ~2^-100 matter). */
+
+/* Two odd 64-bit halves with well spread bits (fractional digits of
+ * sqrt(2) and sqrt(3)); any odd multiplier keeps the step a bijection. */
+#define MUL ((((u128)0x6a09e667f3bcc908ULL) << 64) | 0xbb67ae8584caa73bULL)
+
+enum { S_STR = 1, S_INT, S_FLT, S_TRUE, S_FALSE, S_NULL, S_LIST, S_OBJ, S_MEMBER, S_KEY };
+
+static inline u128 mix(u128 h, uint64_t w) {
+  h = (h ^ w) * MUL;
+  return h ^ (h >> 71); /* high bits back down: the multiply only carries up */
+}
+
+static inline u128 mix2(u128 h, u128 d) {
+  return mix(mix(h, (uint64_t)d), (uint64_t)(d >> 64));
+}
+
+static inline u128 fin(u128 h) {
+  h ^= h >> 64;
+  h *= MUL;
+  h ^= h >> 67;
+  h *= MUL;
+  h ^= h >> 64;
+  return h;
+}
+
+static u128 d_string(const char *p, size_t n) {
+  u128 h = mix(S_STR, (uint64_t)n);
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    h = mix(h, w);
+  }
+  if (n > 0) {
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = mix(h, w);
+  }
+  return fin(h);
+}
+
+static u128 d_integer(lua_Integer i) { return fin(mix(S_INT, (uint64_t)i)); }
+
+static u128 d_number(double v) {
+  lua_Integer i;
+  if (v == floor(v) && lua_numbertointeger(v, &i)) return d_integer(i);
+  uint64_t bits;
+  memcpy(&bits, &v, 8);
+  return fin(mix(S_FLT, bits));
+}
+
+static u128 d_const(int seed) { return fin(mix((u128)seed, 0)); }
+
+/* One member's share of its object's sum. */
+static u128 d_member(u128 k, u128 v) { return fin(mix2(mix2(S_MEMBER, k), v)); }
+
+static u128 d_object(u128 sum, uint64_t n) { return fin(mix2(mix(S_OBJ, n), sum)); }
+
+static u128 d_key(u128 t, u128 ts, u128 data) {
+  return fin(mix2(mix2(mix2(S_KEY, t), ts), data));
+}
+
+static void key_bytes(u128 h, unsigned char out[16]) {
+  for (int i = 0; i < 16; i++) out[i] = (unsigned char)(h >> (8 * i));
+}
 
 /* ------------------------------------------------------------ decode -- */
 
@@ -57,6 +142,9 @@ typedef struct {
   int crlf;         /* a CR or LF was seen (whitespace: strings refuse them) */
   int list_mt;      /* stack index of the metatable for empty lists, or 0 */
   int strip;        /* drop members whose value is null (lpd_json_push_member) */
+  int digest;       /* take each value's digest while decoding (lpd_json_push_keyed) */
+  u128 last;        /* ... the digest of the value decoded last */
+  u128 parts[3];    /* ... and of the top object's event_type, timestamp, data */
 } dec_t;
 
 static int dec_fail(dec_t *d, const char *msg) {
@@ -133,6 +221,7 @@ static int dec_string(dec_t *d) {
     unsigned char c = (unsigned char)*p;
     if (c == '"') {
       lua_pushlstring(d->L, s, (size_t)(p - s));
+      if (d->digest) d->last = d_string(s, (size_t)(p - s));
       d->p = p + 1;
       return 1;
     }
@@ -148,6 +237,11 @@ static int dec_string(dec_t *d) {
     unsigned char c = (unsigned char)*p;
     if (c == '"') {
       luaL_pushresult(&b);
+      if (d->digest) {
+        size_t n;
+        const char *r = lua_tolstring(d->L, -1, &n);
+        d->last = d_string(r, n);
+      }
       d->p = p + 1;
       return 1;
     }
@@ -305,10 +399,13 @@ static int dec_object(dec_t *d) {
   int base = lua_gettop(L); /* the table goes at base + 1 once made */
   int made = 0, n = 0;
   skip_ws(d);
+  u128 sum = 0;
+  uint64_t members = 0;
   if (d->p < d->end && *d->p == '}') {
     d->p++;
     lua_createtable(L, 0, top ? TOP_SPARE : 0);
     d->depth--;
+    if (d->digest) d->last = d_object(0, 0);
     return 1;
   }
   for (;;) {
@@ -316,11 +413,26 @@ static int dec_object(dec_t *d) {
     if (d->p >= d->end || *d->p != '"') return dec_fail(d, "object key expected");
     if (!lua_checkstack(L, 4)) return dec_fail(d, "too many items");
     if (!dec_string(d)) return 0;
+    u128 kd = d->last;
     skip_ws(d);
     if (d->p >= d->end || *d->p != ':') return dec_fail(d, "':' expected");
     d->p++;
     skip_ws(d);
     if (!dec_value(d)) return 0;
+    if (d->digest) {
+      sum += d_member(kd, d->last);
+      members++;
+      if (top) {
+        /* The event's own parts, for its key (a repeated member: the
+         * last, as in the table). */
+        size_t kn;
+        const char *k = lua_tolstring(L, -2, &kn);
+        int which = kn == 10 && memcmp(k, "event_type", 10) == 0 ? 0
+                  : kn == 9 && memcmp(k, "timestamp", 9) == 0 ? 1
+                  : kn == 4 && memcmp(k, "data", 4) == 0 ? 2 : -1;
+        if (which >= 0) d->parts[which] = d->last;
+      }
+    }
     if (d->strip && lua_type(L, -1) == LUA_TLIGHTUSERDATA) {
       lua_pop(L, 2);              /* null: the member is left out */
       goto next;
@@ -353,6 +465,7 @@ static int dec_object(dec_t *d) {
   }
   flush_object(L, base + 1);
   d->depth--;
+  if (d->digest) d->last = d_object(sum, members);
   return 1;
 }
 
@@ -364,8 +477,10 @@ static int dec_array(dec_t *d) {
   int made = 0, n = 0;
   lua_Integer done = 0; /* items already in the table */
   skip_ws(d);
+  u128 h = S_LIST;
   if (d->p < d->end && *d->p == ']') {
     d->p++;
+    if (d->digest) d->last = fin(mix(h, 0));
     lua_createtable(L, 0, 0);
     /* An empty list would be an empty object to everyone else: marked the
      * way pivday.json.decode marks it, so it encodes as [] again. */
@@ -380,6 +495,7 @@ static int dec_array(dec_t *d) {
     skip_ws(d);
     if (!lua_checkstack(L, 3)) return dec_fail(d, "too many items");
     if (!dec_value(d)) return 0;
+    if (d->digest) h = mix2(h, d->last);
     n++;
     if (n == PENDING_MAX) {
       if (!made) {
@@ -408,6 +524,7 @@ static int dec_array(dec_t *d) {
   }
   for (int i = n; i >= 1; i--) lua_rawseti(L, base + 1, done + i);
   d->depth--;
+  if (d->digest) d->last = fin(mix(h, (uint64_t)(done + n)));
   return 1;
 }
 
@@ -427,17 +544,26 @@ static int dec_value(dec_t *d) {
     case 't':
       if (!lit(d, "true", 4)) return 0;
       lua_pushboolean(d->L, 1);
+      if (d->digest) d->last = d_const(S_TRUE);
       return 1;
     case 'f':
       if (!lit(d, "false", 5)) return 0;
       lua_pushboolean(d->L, 0);
+      if (d->digest) d->last = d_const(S_FALSE);
       return 1;
     case 'n':
       if (!lit(d, "null", 4)) return 0;
       lua_pushlightuserdata(d->L, NULL); /* cjson.null */
+      if (d->digest) d->last = d_const(S_NULL);
       return 1;
     default:
-      if (*d->p == '-' || is_digit(*d->p)) return dec_number(d);
+      if (*d->p == '-' || is_digit(*d->p)) {
+        if (!dec_number(d)) return 0;
+        if (d->digest)
+          d->last = lua_isinteger(d->L, -1) ? d_integer(lua_tointeger(d->L, -1))
+                                            : d_number((double)lua_tonumber(d->L, -1));
+        return 1;
+      }
       return dec_fail(d, "unexpected character");
   }
 }
@@ -447,7 +573,8 @@ static int dec_value(dec_t *d) {
 int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
                   int *crlf, const char **err, size_t *pos) {
   int top = lua_gettop(L);
-  dec_t d = {L, s, s + len, s, NULL, 0, 0, list_mt ? lua_absindex(L, list_mt) : 0, 0};
+  dec_t d = {.L = L, .p = s, .end = s + len, .start = s,
+             .list_mt = list_mt ? lua_absindex(L, list_mt) : 0};
   skip_ws(&d);
   int ok = dec_value(&d);
   if (ok) {
@@ -500,7 +627,8 @@ static int key_which(dec_t *d, const char *a, size_t an, const char *b, size_t b
 int lpd_json_push_member(lua_State *L, const char *s, size_t len, int list_mt,
                          const char *flag, const char *member) {
   int top = lua_gettop(L);
-  dec_t d = {L, s, s + len, s, NULL, 0, 0, list_mt ? lua_absindex(L, list_mt) : 0, 0};
+  dec_t d = {.L = L, .p = s, .end = s + len, .start = s,
+             .list_mt = list_mt ? lua_absindex(L, list_mt) : 0};
   size_t fn = strlen(flag), mn = strlen(member);
   int flag_true = 0, have = 0;
   skip_ws(&d);
@@ -553,6 +681,31 @@ fail:
   return 0;
 }
 
+/* lpd_json_push, and the event key of the text (see lpd.h): the digests
+ * are taken as the values are read, so the key costs no second pass. */
+int lpd_json_push_keyed(lua_State *L, const char *s, size_t len, int list_mt,
+                        int *crlf, const char **err, size_t *pos, unsigned char key[16]) {
+  int top = lua_gettop(L);
+  dec_t d = {.L = L, .p = s, .end = s + len, .start = s,
+             .list_mt = list_mt ? lua_absindex(L, list_mt) : 0, .digest = 1};
+  d.parts[0] = d.parts[1] = d.parts[2] = d_const(S_NULL);
+  skip_ws(&d);
+  int ok = dec_value(&d);
+  if (ok) {
+    skip_ws(&d);
+    if (d.p != d.end) ok = dec_fail(&d, "trailing characters");
+  }
+  if (crlf) *crlf = d.crlf;
+  if (!ok) {
+    lua_settop(L, top);
+    if (err) *err = d.err ? d.err : "bad JSON";
+    if (pos) *pos = (size_t)(d.p - d.start);
+    return 0;
+  }
+  key_bytes(d_key(d.parts[0], d.parts[1], d.parts[2]), key);
+  return 1;
+}
+
 /* core.json_decode(text [, list_mt]) -> value, crlf; or nil and a message.
  * Empty lists get the metatable list_mt (pass pivday.json's, as
  * getmetatable(json.array())), like pivday.json.decode gives them.  `crlf` is
@@ -576,97 +729,7 @@ static int l_json_decode(lua_State *L) {
 
 /* -------------------------------------------------------------- hash -- */
 
-typedef unsigned __int128 u128;
-
-typedef struct {
-  u128 h;
-  uint64_t len;     /* bytes fed */
-  unsigned char buf[8];
-  unsigned nbuf;
-} hash_t;
-
-/* Two odd 64-bit halves with well spread bits (fractional digits of
- * sqrt(2) and sqrt(3)); any odd multiplier keeps the step a bijection. */
-#define MUL ((((u128)0x6a09e667f3bcc908ULL) << 64) | 0xbb67ae8584caa73bULL)
-
-static inline void hash_word(hash_t *s, uint64_t w) {
-  u128 h = (s->h ^ w) * MUL;
-  s->h = h ^ (h >> 71); /* high bits back down: the multiply only carries up */
-}
-
-static void hash_bytes(hash_t *s, const void *data, size_t n) {
-  const unsigned char *p = data;
-  s->len += n;
-  if (s->nbuf) {
-    size_t take = 8 - s->nbuf < n ? 8 - s->nbuf : n;
-    memcpy(s->buf + s->nbuf, p, take);
-    s->nbuf += (unsigned)take;
-    p += take;
-    n -= take;
-    if (s->nbuf < 8) return;
-    uint64_t w;
-    memcpy(&w, s->buf, 8);
-    hash_word(s, w);
-    s->nbuf = 0;
-  }
-  while (n >= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    hash_word(s, w);
-    p += 8;
-    n -= 8;
-  }
-  memcpy(s->buf, p, n);
-  s->nbuf = (unsigned)n;
-}
-
-static void hash_tag(hash_t *s, char tag, uint64_t v) {
-  unsigned char b[9];
-  b[0] = (unsigned char)tag;
-  memcpy(b + 1, &v, 8);
-  hash_bytes(s, b, 9);
-}
-
-static u128 hash_final(hash_t *s) {
-  if (s->nbuf) {
-    memset(s->buf + s->nbuf, 0, 8 - s->nbuf);
-    uint64_t w;
-    memcpy(&w, s->buf, 8);
-    hash_word(s, w);
-  }
-  hash_word(s, s->len);
-  u128 h = s->h;
-  h ^= h >> 64;
-  h *= MUL;
-  h ^= h >> 67;
-  h *= MUL;
-  h ^= h >> 64;
-  return h;
-}
-
-static void hash_string(hash_t *s, const char *p, size_t n) {
-  hash_tag(s, 's', (uint64_t)n);
-  hash_bytes(s, p, n);
-}
-
-/* Numbers by value: integral ones (integers, and floats that hold one) as
- * integers, the rest by their bits. */
-static void hash_number(lua_State *L, hash_t *s, int idx) {
-  lua_Integer i;
-  if (lua_isinteger(L, idx)) {
-    hash_tag(s, 'i', (uint64_t)lua_tointeger(L, idx));
-    return;
-  }
-  lua_Number n = lua_tonumber(L, idx);
-  if (n == floor(n) && lua_numbertointeger(n, &i)) {
-    hash_tag(s, 'i', (uint64_t)i);
-    return;
-  }
-  uint64_t bits;
-  double dv = (double)n;
-  memcpy(&bits, &dv, 8);
-  hash_tag(s, 'f', bits);
-}
+/* ------------------------------------------------ digest of a table -- */
 
 /* Whether a table is a JSON list: a first item, or pivday.json.array's
  * mark (the same test as dedupe.canonical). */
@@ -684,79 +747,310 @@ static int is_list(lua_State *L, int idx) {
   return yes;
 }
 
-static void hash_value(lua_State *L, hash_t *s, int idx, int depth);
-
-static void hash_table(lua_State *L, hash_t *s, int idx, int depth) {
-  if (depth > JSON_MAX_DEPTH) luaL_error(L, "canon_key: nested too deep");
-  luaL_checkstack(L, 4, "canon_key");
-  if (is_list(L, idx)) {
-    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-    hash_tag(s, '[', (uint64_t)n);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, idx, i);
-      hash_value(L, s, lua_gettop(L), depth + 1);
-      lua_pop(L, 1);
-    }
-    return;
-  }
-  /* An object is the set of its members: each (key, value) is digested on
-   * its own and the digests are added up, so the table's order does not
-   * matter and no sort or second lookup is needed (sorting the keys and
-   * looking each up again was half of this function's cost).  Keys are
-   * hashed like values, tagged with their type. */
-  u128 sum = 0;
-  uint64_t n = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    hash_t m = {0, 0, {0}, 0};
-    int top = lua_gettop(L);
-    hash_value(L, &m, top - 1, depth + 1);
-    hash_value(L, &m, top, depth + 1);
-    sum += hash_final(&m);
-    n++;
-    lua_pop(L, 1);
-  }
-  hash_tag(s, '{', n);
-  unsigned char b[16];
-  for (int i = 0; i < 16; i++) b[i] = (unsigned char)(sum >> (8 * i));
-  hash_bytes(s, b, 16);
-}
-
-static void hash_value(lua_State *L, hash_t *s, int idx, int depth) {
+static u128 d_value(lua_State *L, int idx, int depth) {
   switch (lua_type(L, idx)) {
     case LUA_TSTRING: {
       size_t n;
       const char *p = lua_tolstring(L, idx, &n);
-      hash_string(s, p, n);
-      break;
+      return d_string(p, n);
     }
-    case LUA_TNUMBER: hash_number(L, s, idx); break;
-    case LUA_TBOOLEAN: hash_tag(s, lua_toboolean(L, idx) ? 'T' : 'F', 0); break;
-    case LUA_TNIL: hash_tag(s, 'n', 0); break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) return d_integer(lua_tointeger(L, idx));
+      return d_number((double)lua_tonumber(L, idx));
+    case LUA_TBOOLEAN: return d_const(lua_toboolean(L, idx) ? S_TRUE : S_FALSE);
+    case LUA_TNIL: return d_const(S_NULL);
     case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(L, idx) == NULL) {  /* json.null */
-        hash_tag(s, 'n', 0);
-        break;
+      if (lua_touserdata(L, idx) == NULL) return d_const(S_NULL); /* json.null */
+      break;
+    case LUA_TTABLE: {
+      if (depth > JSON_MAX_DEPTH) luaL_error(L, "canon_key: nested too deep");
+      luaL_checkstack(L, 4, "canon_key");
+      if (is_list(L, idx)) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+        u128 h = S_LIST;
+        for (lua_Integer i = 1; i <= n; i++) {
+          lua_rawgeti(L, idx, i);
+          h = mix2(h, d_value(L, lua_gettop(L), depth + 1));
+          lua_pop(L, 1);
+        }
+        return fin(mix(h, (uint64_t)n));
       }
-      /* fallthrough */
+      u128 sum = 0;
+      uint64_t n = 0;
+      lua_pushnil(L);
+      while (lua_next(L, idx)) {
+        int top = lua_gettop(L);
+        sum += d_member(d_value(L, top - 1, depth + 1), d_value(L, top, depth + 1));
+        n++;
+        lua_pop(L, 1);
+      }
+      return d_object(sum, n);
+    }
     default:
-      if (lua_type(L, idx) == LUA_TTABLE) {
-        hash_table(L, s, idx, depth);
-        break;
-      }
-      /* functions, userdata: by identity, as tostring() had them */
-      hash_tag(s, 'p', (uint64_t)(uintptr_t)lua_topointer(L, idx));
+      break;
   }
+  /* functions, userdata: by identity, as tostring() had them */
+  return fin(mix((u128)0x70, (uint64_t)(uintptr_t)lua_topointer(L, idx)));
 }
 
 /* The 128-bit key of the three values at t, ts, data (see lpd.h). */
 void lpd_canon_key(lua_State *L, int t, int ts, int data, unsigned char out[16]) {
-  hash_t s = {0, 0, {0}, 0};
-  hash_value(L, &s, lua_absindex(L, t), 0);
-  hash_value(L, &s, lua_absindex(L, ts), 0);
-  hash_value(L, &s, lua_absindex(L, data), 0);
-  u128 h = hash_final(&s);
-  for (int i = 0; i < 16; i++) out[i] = (unsigned char)(h >> (8 * i));
+  u128 a = d_value(L, lua_absindex(L, t), 0);
+  u128 b = d_value(L, lua_absindex(L, ts), 0);
+  u128 c = d_value(L, lua_absindex(L, data), 0);
+  key_bytes(d_key(a, b, c), out);
+}
+
+/* ------------------------------------------------- digest of a text -- */
+
+/* The same digests read straight from JSON text: what the listener does to
+ * every delivery, without the table walk after the decode. */
+typedef struct {
+  const char *p, *end;
+  char *buf;          /* unescaped strings (rare) */
+  size_t cap;
+  int depth;
+} scan_t;
+
+static int t_fail(scan_t *t) {
+  t->p = t->end;
+  return 0;
+}
+
+static void t_ws(scan_t *t) {
+  while (t->p < t->end && (*t->p == ' ' || *t->p == '\n' || *t->p == '\r' || *t->p == '\t'))
+    t->p++;
+}
+
+/* A string at t->p (its quote): its bytes, unescaped, in *s and *n. */
+static int t_string(scan_t *t, const char **s, size_t *n) {
+  const char *p = t->p + 1, *start = p;
+  while (p < t->end && *p != '"' && *p != '\\') p++;
+  if (p < t->end && *p == '"') {
+    *s = start;
+    *n = (size_t)(p - start);
+    t->p = p + 1;
+    return 1;
+  }
+  size_t len = 0;
+  for (p = start; p < t->end && *p != '"';) {
+    if (len + 4 > t->cap) {
+      size_t cap = t->cap ? t->cap * 2 : 256;
+      while (cap < len + 4) cap *= 2;
+      char *nb = realloc(t->buf, cap);
+      if (nb == NULL) return t_fail(t);
+      t->buf = nb;
+      t->cap = cap;
+    }
+    if (*p != '\\') {
+      t->buf[len++] = *p++;
+      continue;
+    }
+    if (p + 1 >= t->end) return t_fail(t);
+    char e = p[1];
+    p += 2;
+    switch (e) {
+      case '"': case '\\': case '/': t->buf[len++] = e; break;
+      case 'b': t->buf[len++] = '\b'; break;
+      case 'f': t->buf[len++] = '\f'; break;
+      case 'n': t->buf[len++] = '\n'; break;
+      case 'r': t->buf[len++] = '\r'; break;
+      case 't': t->buf[len++] = '\t'; break;
+      case 'u': {
+        unsigned cp, lo;
+        dec_t d = {.p = p, .end = t->end, .start = p};
+        if (!read_u4(&d, p, &cp)) return t_fail(t);
+        p += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF && t->end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
+            read_u4(&d, p + 2, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+          p += 6;
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        len += put_utf8(t->buf + len, cp);
+        break;
+      }
+      default: return t_fail(t);
+    }
+  }
+  if (p >= t->end) return t_fail(t);
+  *s = t->buf;
+  *n = len;
+  t->p = p + 1;
+  return 1;
+}
+
+static int t_value(scan_t *t, u128 *out);
+
+static int t_number(scan_t *t, u128 *out) {
+  const char *s = t->p, *p = s;
+  int simple = 1;
+  if (p < t->end && *p == '-') p++;
+  while (p < t->end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' ||
+                        *p == '+' || *p == '-')) {
+    if (*p < '0' || *p > '9') simple = 0;
+    p++;
+  }
+  size_t len = (size_t)(p - s);
+  if (len == 0 || len >= 64) return t_fail(t);
+  t->p = p;
+  if (simple && len <= 15 + (*s == '-')) {
+    lua_Integer v = 0;
+    for (const char *q = *s == '-' ? s + 1 : s; q < p; q++) v = v * 10 + (*q - '0');
+    *out = d_integer(*s == '-' ? -v : v);
+    return 1;
+  }
+  char buf[64];
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  *out = d_number(strtod(buf, NULL));
+  return 1;
+}
+
+static int t_value(scan_t *t, u128 *out) {
+  t_ws(t);
+  if (t->p >= t->end) return t_fail(t);
+  switch (*t->p) {
+    case '"': {
+      const char *s;
+      size_t n;
+      if (!t_string(t, &s, &n)) return 0;
+      *out = d_string(s, n);
+      return 1;
+    }
+    case '{': {
+      u128 sum = 0;
+      uint64_t n = 0;
+      if (++t->depth > JSON_MAX_DEPTH) return t_fail(t);
+      t->p++;
+      t_ws(t);
+      if (t->p < t->end && *t->p == '}') {
+        t->p++;
+      } else {
+        for (;;) {
+          const char *s;
+          size_t sn;
+          u128 v;
+          t_ws(t);
+          if (t->p >= t->end || *t->p != '"' || !t_string(t, &s, &sn)) return t_fail(t);
+          u128 k = d_string(s, sn);
+          t_ws(t);
+          if (t->p >= t->end || *t->p != ':') return t_fail(t);
+          t->p++;
+          if (!t_value(t, &v)) return 0;
+          sum += d_member(k, v);
+          n++;
+          t_ws(t);
+          if (t->p < t->end && *t->p == ',') { t->p++; continue; }
+          if (t->p < t->end && *t->p == '}') { t->p++; break; }
+          return t_fail(t);
+        }
+      }
+      t->depth--;
+      *out = d_object(sum, n);
+      return 1;
+    }
+    case '[': {
+      u128 h = S_LIST;
+      uint64_t n = 0;
+      if (++t->depth > JSON_MAX_DEPTH) return t_fail(t);
+      t->p++;
+      t_ws(t);
+      if (t->p < t->end && *t->p == ']') {
+        t->p++;
+      } else {
+        for (;;) {
+          u128 v;
+          if (!t_value(t, &v)) return 0;
+          h = mix2(h, v);
+          n++;
+          t_ws(t);
+          if (t->p < t->end && *t->p == ',') { t->p++; continue; }
+          if (t->p < t->end && *t->p == ']') { t->p++; break; }
+          return t_fail(t);
+        }
+      }
+      t->depth--;
+      *out = fin(mix(h, n));
+      return 1;
+    }
+    case 't':
+      if (t->end - t->p < 4 || memcmp(t->p, "true", 4) != 0) return t_fail(t);
+      t->p += 4;
+      *out = d_const(S_TRUE);
+      return 1;
+    case 'f':
+      if (t->end - t->p < 5 || memcmp(t->p, "false", 5) != 0) return t_fail(t);
+      t->p += 5;
+      *out = d_const(S_FALSE);
+      return 1;
+    case 'n':
+      if (t->end - t->p < 4 || memcmp(t->p, "null", 4) != 0) return t_fail(t);
+      t->p += 4;
+      *out = d_const(S_NULL);
+      return 1;
+    default:
+      if (*t->p == '-' || (*t->p >= '0' && *t->p <= '9')) return t_number(t, out);
+      return t_fail(t);
+  }
+}
+
+/* The key of the event in the JSON text s (see lpd.h). */
+int lpd_event_key(const char *s, size_t len, unsigned char out[16]) {
+  scan_t t = {s, s + len, NULL, 0, 0};
+  u128 parts[3];
+  int ok = 0;
+  /* Members missing from the event count as null, as in a table. */
+  parts[0] = parts[1] = parts[2] = d_const(S_NULL);
+  t_ws(&t);
+  if (t.p < t.end && *t.p == '{') {
+    t.p++;
+    t_ws(&t);
+    if (t.p < t.end && *t.p == '}') {
+      t.p++;
+      ok = 1;
+    } else {
+      for (;;) {
+        const char *k;
+        size_t kn;
+        u128 v;
+        t_ws(&t);
+        if (t.p >= t.end || *t.p != '"' || !t_string(&t, &k, &kn)) break;
+        int which = kn == 10 && memcmp(k, "event_type", 10) == 0 ? 0
+                  : kn == 9 && memcmp(k, "timestamp", 9) == 0 ? 1
+                  : kn == 4 && memcmp(k, "data", 4) == 0 ? 2 : -1;
+        t_ws(&t);
+        if (t.p >= t.end || *t.p != ':') break;
+        t.p++;
+        if (!t_value(&t, &v)) break;
+        if (which >= 0) parts[which] = v;  /* a repeated member: the last */
+        t_ws(&t);
+        if (t.p < t.end && *t.p == ',') { t.p++; continue; }
+        if (t.p < t.end && *t.p == '}') { t.p++; ok = 1; }
+        break;
+      }
+    }
+  }
+  if (ok) {
+    t_ws(&t);
+    ok = t.p == t.end;
+  }
+  free(t.buf);
+  if (ok) key_bytes(d_key(parts[0], parts[1], parts[2]), out);
+  return ok;
+}
+
+/* core.event_key(text) -> the 16-byte key of the JSON event text, or nil
+ * when the text is not JSON. */
+static int l_event_key(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  unsigned char out[16];
+  if (!lpd_event_key(s, len, out)) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushlstring(L, (const char *)out, 16);
+  return 1;
 }
 
 /* core.canon_key(event_type, timestamp, data) -> a 16-byte string. */
@@ -773,4 +1067,6 @@ void lpd_canon_open(lua_State *L) {
   lua_setfield(L, -2, "json_decode");
   lua_pushcfunction(L, l_canon_key);
   lua_setfield(L, -2, "canon_key");
+  lua_pushcfunction(L, l_event_key);
+  lua_setfield(L, -2, "event_key");
 }

@@ -206,15 +206,17 @@ static int accept_body(lua_State *L) {
   size_t len = a->r->body_len, pos;
   const char *err;
   int crlf;
+  unsigned char key[LPD_KEY_LEN];
   if (len == 0) return bad(a, "empty body (want a JSON event)");
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->list_mt_ref); /* 2 */
-  if (!lpd_json_push(L, body, len, 2, &crlf, &err, &pos)) {
+  /* Decoded once, the dedupe key taken on the way (lpd_json_push_keyed). */
+  if (!lpd_json_push_keyed(L, body, len, 2, &crlf, &err, &pos, key)) {
     /* A raw line break inside a string is not JSON, but cjson (the
      * journal's reader) takes it: decoded after the same change the
      * journal line gets, so the event is the same now and after replay. */
     if (memchr(body, '\n', len) == NULL && memchr(body, '\r', len) == NULL) goto not_json;
     body = one_line(L, h, body, len);
-    if (!lpd_json_push(L, body, len, 2, &crlf, &err, &pos)) goto not_json;
+    if (!lpd_json_push_keyed(L, body, len, 2, &crlf, &err, &pos, key)) goto not_json;
   } else if (crlf) {
     body = one_line(L, h, body, len);
   }
@@ -226,8 +228,6 @@ static int accept_body(lua_State *L) {
     return bad(a, "no timestamp (want {event_type, timestamp, data})");
   if (lua_getfield(L, 3, "data") != LUA_TTABLE || lua_rawgeti(L, 6, 1) != LUA_TNIL)
     return bad(a, "data is not an object");
-  unsigned char key[LPD_KEY_LEN];
-  lpd_canon_key(L, 4, 5, 6, key);
   int64_t now = (int64_t)time(NULL);
   if (lpd_window_seen(h->window, key, now)) {
     if (h->journal && !grow((void **)&h->queued.reqs, &h->queued.cap, h->queued.n + 1,

@@ -89,6 +89,15 @@ int lpd_json_push_member(lua_State *L, const char *s, size_t len, int list_mt,
 /* The listener's dedupe key of (event type, timestamp, data) at the given
  * stack indexes: 16 bytes, as core.canon_key returns them. */
 void lpd_canon_key(lua_State *L, int t, int ts, int data, unsigned char out[16]);
+/* The same key read from an event's JSON text s[0..len) (an object; its
+ * members event_type, timestamp and data): 1, or 0 if the text is not
+ * JSON.  Equal to lpd_canon_key of the decoded values, but for texts whose
+ * nested objects repeat a member name (the table keeps one of them). */
+int lpd_event_key(const char *s, size_t len, unsigned char out[16]);
+/* lpd_json_push that also gives the text's event key (as lpd_event_key),
+ * from digests taken while decoding. */
+int lpd_json_push_keyed(lua_State *L, const char *s, size_t len, int list_mt,
+                        int *crlf, const char **err, size_t *pos, unsigned char key[16]);
 /* The webhook listener's dedupe window (dedupe.c) and request path
  * (hook.c): see those files. */
 #define LPD_KEY_LEN 16

@@ -340,7 +340,8 @@ function Hooks:_load(j)
   for _, rec in ipairs(j.records) do
     local ev = rec.event
     if rec.at > since and type(ev.data) == "table" then
-      self._window:add(dedupe.key(ev.event_type, ev.timestamp, ev.data), rec.at)
+      self._window:add(dedupe.text_key(rec.body) or dedupe.key(ev.event_type, ev.timestamp, ev.data),
+        rec.at)
     end
     if not rec.done then
       ev.id, ev.received_at, ev.raw, ev.replayed = rec.id, rec.at, rec.body, true

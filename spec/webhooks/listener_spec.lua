@@ -245,6 +245,29 @@ describe("pivday.webhooks dedupe", function()
     assert.equal(2, hooks.stats.duplicates)
   end)
 
+  it("keys an event's text the same as its decoded values", function()
+    local texts = {
+      '{"event_type":"sms.received","timestamp":"2026-05-22T12:34:56Z","data":{"a":1,"b":[1,2.5,"x",null,true,false,[],{}],"c":{"d":"\\u00e9\\n\\"q\\"","e":-0.0}}}',
+      '{"data":{"x":7.50,"big":12345678901234567890,"e":1e3,"neg":-12},"timestamp":"t","event_type":"e"}',
+      '{ "event_type" : "e" , "timestamp" : "t" , "data" : { } , "extra" : [1,2] }',
+      '{"event_type":"e","data":{"s":"\\ud83d\\ude00 emoji","list":[{"k":"v"}]}}',
+      '{"event_type":"e","timestamp":"t","data":{"long":"' .. ("long text "):rep(40) .. '"}}',
+    }
+    for _, text in ipairs(texts) do
+      local ev = assert(json.decode(text))
+      assert.equal(dedupe.key(ev.event_type, ev.timestamp, ev.data), dedupe.text_key(text), text)
+    end
+    -- member order and number spelling do not matter; values do
+    assert.equal(dedupe.text_key('{"event_type":"e","timestamp":"t","data":{"x":7.5,"y":12}}'),
+      dedupe.text_key('{"data":{"y":12.0,"x":7.50},"timestamp":"t","event_type":"e"}'))
+    assert.not_equal(dedupe.text_key('{"event_type":"e","timestamp":"t","data":{"x":"1"}}'),
+      dedupe.text_key('{"event_type":"e","timestamp":"t","data":{"x":1}}'))
+    assert.not_equal(dedupe.text_key('{"event_type":"e","timestamp":"t","data":{"x":[1,2]}}'),
+      dedupe.text_key('{"event_type":"e","timestamp":"t","data":{"x":[2,1]}}'))
+    assert.is_nil(dedupe.text_key('{"event_type":'))
+    assert.is_nil(dedupe.text_key('not json'))
+  end)
+
   it("has canonical keys: sorted keys, 7.5 == 7.50, strings escaped", function()
     assert.equal('{"a":[1,2.5,"x\\"y"],"b":{"c":null,"d":true}}',
       dedupe.canonical{ b = { d = true, c = json.null }, a = { 1, 2.5, 'x"y' } })

@@ -88,6 +88,11 @@ end
 -- the hash and the odds of two events colliding: ~2^-100).
 M.key = core.canon_key
 
+--- The same key from an event's JSON text (nil if it is not JSON): what
+-- the listener's C path takes for every delivery, so the journal's records
+-- are keyed the same way when it is read back.
+M.text_key = core.event_key
+
 --- A window of `seconds` (wall clock), holding at most `cap` keys (100,000
 -- by default; the oldest go first when a flood exceeds it, so memory stays
 -- bounded): w:seen_or_add(key, now) -> boolean, w:seen(key, now),
