@@ -568,13 +568,16 @@ static int dec_value(dec_t *d) {
   }
 }
 
-/* Decodes s[0..len) onto the stack (see lpd.h).  Returns 1 and pushes the
- * value, or returns 0, pushes nothing and sets *err / *pos. */
-int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
-                  int *crlf, const char **err, size_t *pos) {
+/* Decodes s[0..len) onto the stack (see lpd.h), with the event key in
+ * key[] when given (digests taken as the values are read, so the key costs
+ * no second pass).  Returns 1 and pushes the value, or returns 0, pushes
+ * nothing and sets *err / *pos. */
+static int decode_text(lua_State *L, const char *s, size_t len, int list_mt, int *crlf,
+                       const char **err, size_t *pos, unsigned char *key) {
   int top = lua_gettop(L);
   dec_t d = {.L = L, .p = s, .end = s + len, .start = s,
-             .list_mt = list_mt ? lua_absindex(L, list_mt) : 0};
+             .list_mt = list_mt ? lua_absindex(L, list_mt) : 0, .digest = key != NULL};
+  d.parts[0] = d.parts[1] = d.parts[2] = d_const(S_NULL);
   skip_ws(&d);
   int ok = dec_value(&d);
   if (ok) {
@@ -588,7 +591,18 @@ int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
     if (pos) *pos = (size_t)(d.p - d.start);
     return 0;
   }
+  if (key) key_bytes(d_key(d.parts[0], d.parts[1], d.parts[2]), key);
   return 1;
+}
+
+int lpd_json_push(lua_State *L, const char *s, size_t len, int list_mt,
+                  int *crlf, const char **err, size_t *pos) {
+  return decode_text(L, s, len, list_mt, crlf, err, pos, NULL);
+}
+
+int lpd_json_push_keyed(lua_State *L, const char *s, size_t len, int list_mt,
+                        int *crlf, const char **err, size_t *pos, unsigned char key[16]) {
+  return decode_text(L, s, len, list_mt, crlf, err, pos, key);
 }
 
 /* Reads the object key at d->p (its opening quote) and tells which of
@@ -679,31 +693,6 @@ int lpd_json_push_member(lua_State *L, const char *s, size_t len, int list_mt,
 fail:
   lua_settop(L, top);
   return 0;
-}
-
-/* lpd_json_push, and the event key of the text (see lpd.h): the digests
- * are taken as the values are read, so the key costs no second pass. */
-int lpd_json_push_keyed(lua_State *L, const char *s, size_t len, int list_mt,
-                        int *crlf, const char **err, size_t *pos, unsigned char key[16]) {
-  int top = lua_gettop(L);
-  dec_t d = {.L = L, .p = s, .end = s + len, .start = s,
-             .list_mt = list_mt ? lua_absindex(L, list_mt) : 0, .digest = 1};
-  d.parts[0] = d.parts[1] = d.parts[2] = d_const(S_NULL);
-  skip_ws(&d);
-  int ok = dec_value(&d);
-  if (ok) {
-    skip_ws(&d);
-    if (d.p != d.end) ok = dec_fail(&d, "trailing characters");
-  }
-  if (crlf) *crlf = d.crlf;
-  if (!ok) {
-    lua_settop(L, top);
-    if (err) *err = d.err ? d.err : "bad JSON";
-    if (pos) *pos = (size_t)(d.p - d.start);
-    return 0;
-  }
-  key_bytes(d_key(d.parts[0], d.parts[1], d.parts[2]), key);
-  return 1;
 }
 
 /* core.json_decode(text [, list_mt]) -> value, crlf; or nil and a message.
