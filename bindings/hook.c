@@ -174,7 +174,11 @@ static const char *one_line(lua_State *L, lpd_hook_t *h, const char *s, size_t l
   size_t cap = h->scratch_cap;
   if (!grow((void **)&h->scratch, &cap, len, 1)) luaL_error(L, "pivday: out of memory");
   h->scratch_cap = cap;
-  for (size_t i = 0; i < len; i++) h->scratch[i] = (s[i] == '\r' || s[i] == '\n') ? ' ' : s[i];
+  for (size_t i = 0; i < len; i++) {
+    char ch = s[i];
+    if (ch == '\r' || ch == '\n') ch = ' ';
+    h->scratch[i] = ch;
+  }
   return h->scratch;
 }
 
@@ -353,7 +357,10 @@ static lpd_hook_t *check_hook(lua_State *L) {
 static void read_nets(lua_State *L, lpd_hook_t *h, int idx) {
   size_t n = lua_rawlen(L, idx);
   h->nets = calloc(n ? n : 1, sizeof(*h->nets));
-  if (h->nets == NULL) luaL_error(L, "pivday: out of memory");
+  if (h->nets == NULL) {
+    luaL_error(L, "pivday: out of memory");
+    return; /* not reached */
+  }
   for (size_t i = 0; i < n; i++) {
     net_t *net = &h->nets[i];
     lua_rawgeti(L, idx, (lua_Integer)i + 1);
@@ -361,7 +368,10 @@ static void read_nets(lua_State *L, lpd_hook_t *h, int idx) {
     size_t len;
     lua_getfield(L, -1, "bytes");
     const char *b = lua_tolstring(L, -1, &len);
-    if (b == NULL || (len != 4 && len != 16)) luaL_error(L, "allow[%d]: bad address", (int)i + 1);
+    if (b == NULL || (len != 4 && len != 16)) {
+      luaL_error(L, "allow[%d]: bad address", (int)i + 1);
+      return; /* not reached: luaL_error does not return */
+    }
     memcpy(net->bytes, b, len);
     net->len = (int)len;
     lua_getfield(L, -2, "bits");
@@ -459,7 +469,7 @@ static int hook_take(lua_State *L) {
   h->events_ref = LUA_NOREF;
   h->last_batch = h->nevents;
   new_events(L, h); /* may raise: then the next take() hands these again */
-  lua_pushinteger(L, (lua_Integer)(s->n + q->n));
+  lua_pushinteger(L, (lua_Integer)s->n + (lua_Integer)q->n);
   lua_pushinteger(L, h->next_id);
   h->lines_len = 0;
   if (h->lines_cap > 65536) { /* a burst's buffer is not kept for ever */

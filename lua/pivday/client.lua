@@ -685,6 +685,12 @@ local function attempts_loop(st, rt, ep, path, method, url, payload, prepared, h
     end
     do
     local slot, waiting_for = take_slot(st, rt, deadline)
+    if not slot then
+      if waiting_for == "pause" and last_err then return finish(last_err, ep, path, attempts) end
+      return deadline_error(st, ep, path, attempts, last_err, waiting_for == "pause"
+        and ("waiting for the rate limit pause on %s"):format(host)
+        or "waiting for a free connection slot")
+    end
     local attempt_timeout = st.timeout
     if deadline then
       local left = deadline - rt.now()

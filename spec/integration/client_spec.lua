@@ -1207,6 +1207,21 @@ describe("pivday.client against the sandbox", function()
   end)
 
   describe("pagination and concurrency", function()
+    it("gives up waiting for a rate-limit pause at the deadline, without sending", function()
+      local one = new_api { deadline = 0.3, max_retries = 0 }
+      ctl("fault", { match = "/account", status = 429, retry_after = 5 })
+      local from = #ctl("requests", {}) + 1
+      local _, err1 = one.account.get() -- the 429: the host is paused for 5 s
+      assert.equal("RATE_LIMITED", err1.code)
+      local res, err = one.account.get()
+      assert.is_nil(res)
+      assert.equal("TIMEOUT", err.code)
+      assert.matches("waiting for the rate limit pause", err.message)
+      assert.equal(0, err.attempts)
+      assert.equal(1, logged("account.get", from)) -- the second never went out
+      client._reset_holds()
+    end)
+
     it("walks 450 numbers bought concurrently, three pages of 200", function()
       ctl("set_country", { country_code = "SE", price_per_month = 0.01 })
       local limited = new_api { concurrency = 8 }
