@@ -61,9 +61,32 @@ local RETRY_LATER = { NOT_READY = true }
 -- 429 must not turn into a burst of them (key: "scheme://host[:port]").
 local holds = {}
 
--- Request facts of every returned payload, for M.meta; weak so payloads
--- are collected normally.
-local metas = setmetatable({}, { __mode = "k" })
+-- Request facts of the latest returned payloads, for M.meta: a ring of
+-- META_KEEP (payload, facts) pairs, strong and bounded. A weak-keyed table
+-- (facts for as long as the payload lives) made the collector treat every
+-- payload as an ephemeron: ~7,000 instructions per call, as much as
+-- libcurl's own work on a keep-alive GET. The ring holds at most
+-- META_KEEP payloads alive; M.meta of an older one is nil.
+local META_KEEP = 256
+local meta_keys, meta_vals, meta_at = {}, {}, 0
+
+local function remember_meta(payload, m)
+  local i = meta_at + 1
+  if i > META_KEEP then i = 1 end
+  meta_at = i
+  meta_keys[i], meta_vals[i] = payload, m
+end
+
+-- The ring slot of payload, newest first, or nil.
+local function meta_slot(payload)
+  local i = meta_at
+  for _ = 1, META_KEEP do
+    if meta_keys[i] == payload then return i end
+    i = i - 1
+    if i < 1 then i = META_KEEP end
+  end
+  return nil
+end
 
 -- Private state of each client (the key lives here, not in the object, so
 -- no printer or traceback of the object can show it).
@@ -714,7 +737,7 @@ local function attempts_loop(st, rt, ep, path, method, url, payload, prepared, h
           if debug then log_attempt(st, ep, method, path, (meta_of(r)), t0, rt, attempts) end
           -- M.meta reads the string when asked; after retries the call's
           -- own figures go with it.
-          metas[data] = attempts == 1 and r or { false, false, attempts, rt.now() - started, r }
+          remember_meta(data, attempts == 1 and r or { false, false, attempts, rt.now() - started, r })
           return data
         end
         if data == false then res = r else terr = r end
@@ -744,9 +767,9 @@ local function attempts_loop(st, rt, ep, path, method, url, payload, prepared, h
           -- taken as they are now.
           if prepared then
             res.body = nil
-            metas[value] = { res.status, false, attempts, rt.now() - started, res }
+            remember_meta(value, { res.status, false, attempts, rt.now() - started, res })
           else
-            metas[value] = { res.status, res.headers, attempts, rt.now() - started }
+            remember_meta(value, { res.status, res.headers, attempts, rt.now() - started })
           end
         end
         return value
@@ -832,7 +855,7 @@ local function perform(st, ep, path, query, body, url)
     data, r = send_prepared(prepared, method, url, payload, st.timeout)
   end
   if data then
-    metas[data] = r -- a meta string: M.meta reads it when asked
+    remember_meta(data, r) -- a meta string: M.meta reads it when asked
     return data
   end
   if data == false then
@@ -1155,11 +1178,14 @@ end
 
 --- What a call took, kept apart from its data: `{status=, attempts=,
 -- elapsed= (seconds), request_id= (when the server sent one), headers=}`,
--- or nil for anything that is not a payload table returned by a client.
+-- or nil for anything that is not a payload table returned by a client
+-- among the latest META_KEEP (256).
 function M.meta(result)
   if type(result) ~= "table" then return nil end
-  local m = metas[result]
-  if m == nil or m.attempts ~= nil then return m end
+  local slot = meta_slot(result)
+  if not slot then return nil end
+  local m = meta_vals[slot]
+  if m.attempts ~= nil then return m end
   -- Pending since the call: a send_prepared meta string (one attempt, its
   -- own time), or { status, headers, attempts, elapsed[, res or meta] }.
   local status, elapsed, h, attempts
@@ -1181,7 +1207,7 @@ function M.meta(result)
     request_id = h and (h["x-request-id"] or h["request-id"]),
     headers = h,
   }
-  metas[result] = m
+  meta_vals[slot] = m
   return m
 end
 
