@@ -404,7 +404,7 @@ function Hooks:_flush(now)
   if nd > 0 then
     local synced = self._synced
     self._synced, self._nsynced = {}, 0
-    for i = 1, nd do self:_deliver(synced[i]) end
+    self:_deliver_all(synced, nd)
   end
   local batch = self._syncing
   if j and batch and not now then
@@ -450,7 +450,7 @@ function Hooks:_flush(now)
     end
     hook:settle(true)
   end
-  for i = 1, n do self:_deliver(events[i]) end
+  self:_deliver_all(events, n)
   self:_run_jobs()
 end
 
@@ -488,6 +488,16 @@ function Hooks:_deliver(ev)
     local held = self._held
     if not self._ready and #held >= HELD_MAX then table.remove(held, 1) end
     held[#held + 1] = ev
+  end
+end
+
+-- _deliver for events[1..n]: ready or not is the same for all of them
+-- (dispatching never holds an event back).
+function Hooks:_deliver_all(events, n)
+  if self._ready and #self._held == 0 then
+    for i = 1, n do self:_dispatch(events[i]) end
+  else
+    for i = 1, n do self:_deliver(events[i]) end
   end
 end
 
@@ -538,14 +548,10 @@ function Hooks:_release(ev)
   end
 end
 
-local function run_handler(self, fn, ev)
-  local ok, err = xpcall(fn, traceback, ev)
-  if not ok then
-    ev._failed = true
-    async.report(("pivday.webhooks: handler for %s (event %s) failed; the event stays pending: %s")
-      :format(ev.event_type, tostring(ev.id), tostring(err)))
-  end
-  self:_release(ev)
+local function handler_failed(ev, err)
+  ev._failed = true
+  async.report(("pivday.webhooks: handler for %s (event %s) failed; the event stays pending: %s")
+    :format(ev.event_type, tostring(ev.id), tostring(err)))
 end
 
 -- Handler runs queued by _dispatch (_jf[i] runs on _je[i]), taken in order
@@ -559,7 +565,11 @@ local function worker(self)
     local fn, ev = jf[h], je[h]
     jf[h], je[h] = nil, nil
     self._jh = h + 1
-    run_handler(self, fn, ev)
+    local ok, err = xpcall(fn, traceback, ev)
+    if not ok then handler_failed(ev, err) end
+    -- _release, its common case inline (this runs for every event).
+    local holds = ev._holds - 1
+    if holds > 0 then ev._holds = holds else self:_release(ev) end
   end
   self._jh, self._jt = 1, 0
 end
@@ -582,23 +592,24 @@ function Hooks:_run_jobs()
 end
 
 -- The recent ring: events no waiter took, oldest first, for a later wait.
+-- Positions _rhead.._rtail only grow; position p lives in slot
+-- (p - 1) % _rcap + 1, so the ring is a fixed-size array.
 function Hooks:_remember(ev, unseen)
-  if self._rcap == 0 then
+  local cap = self._rcap
+  if cap == 0 then
     if unseen then return false end
     return true
   end
+  local r = self._recent
   local tail = self._rtail + 1
   self._rtail = tail
-  self._recent[tail] = ev
-  if unseen then
-    ev._recent_hold = true
-    ev._holds = ev._holds + 1
-  end
-  -- Evict down to the cap (holes left by taken events count too).
-  while tail - self._rhead + 1 > self._rcap do
+  -- Evict down to the cap first (holes left by taken events count too):
+  -- the new event takes the oldest one's slot.
+  while tail - self._rhead + 1 > cap do
     local h = self._rhead
-    local old = self._recent[h]
-    self._recent[h] = nil
+    local slot = (h - 1) % cap + 1
+    local old = r[slot]
+    r[slot] = nil
     self._rhead = h + 1
     if old and old._recent_hold then
       -- Nobody asked for it while it was recent: it counts as seen now, so
@@ -607,17 +618,26 @@ function Hooks:_remember(ev, unseen)
       self:_release(old)
     end
   end
+  r[(tail - 1) % cap + 1] = ev
+  if unseen then
+    ev._recent_hold = true
+    ev._holds = ev._holds + 1
+  end
   return true
 end
 
 -- The oldest recent event w wants, taken out of the ring.
 function Hooks:_take_recent(w)
-  local r = self._recent
+  local r, cap = self._recent, self._rcap
+  if cap == 0 then return nil end
   for i = self._rhead, self._rtail do
-    local ev = r[i]
+    local slot = (i - 1) % cap + 1
+    local ev = r[slot]
     if ev and wants(w, ev) then
-      r[i] = nil
-      while self._rhead <= self._rtail and r[self._rhead] == nil do self._rhead = self._rhead + 1 end
+      r[slot] = nil
+      local h, t = self._rhead, self._rtail
+      while h <= t and r[(h - 1) % cap + 1] == nil do h = h + 1 end
+      self._rhead = h
       if ev._recent_hold then
         ev._recent_hold = nil
         self:_release(ev)
@@ -692,7 +712,9 @@ function Hooks:_dispatch(ev)
   else
     self:_remember(ev, not seen)
   end
-  self:_release(ev)
+  -- This function's own hold: _release, its common case inline.
+  local h = ev._holds - 1
+  if h > 0 then ev._holds = h else self:_release(ev) end
 end
 
 -- Public API ------------------------------------------------------------------------
