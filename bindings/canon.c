@@ -143,6 +143,8 @@ typedef struct {
   int list_mt;      /* stack index of the metatable for empty lists, or 0 */
   int strip;        /* drop members whose value is null (lpd_json_push_member) */
   int digest;       /* take each value's digest while decoding (lpd_json_push_keyed) */
+  struct kcache *kc; /* recent object keys (see dec_key), or NULL */
+  int kc_idx;       /* ... and the stack index of their Lua strings */
   u128 last;        /* ... the digest of the value decoded last */
   u128 parts[3];    /* ... and of the top object's event_type, timestamp, data */
 } dec_t;
@@ -380,6 +382,95 @@ static int dec_number(dec_t *d) {
 
 static int dec_value(dec_t *d);
 
+/* Object keys repeat from one document to the next ("event_type",
+ * "balance", ...).  The Lua string and the digest of recent keys are kept
+ * in a small direct-mapped cache, so a repeated key costs a compare and an
+ * array read instead of Lua's interning (hash, chain walk, compare) and a
+ * digest: ~2,000 instructions of a webhook event's decode. */
+#define KC_SLOTS 128
+#define KC_MAX 32
+
+/* Plain 64-bit words: a userdata is only 8-byte aligned, too little for
+ * a u128 member. */
+typedef struct {
+  uint64_t digest[2];
+  uint64_t a, b;     /* the first and the last 8 bytes, as kc_words reads them */
+  unsigned char len; /* 0: empty slot */
+  char bytes[KC_MAX];
+} kc_entry_t;
+
+struct kcache {
+  kc_entry_t e[KC_SLOTS];
+};
+
+static const char KC_REGKEY = 'k'; /* its address keys the registry */
+
+/* Pushes the cache's string table and points d at the cache. */
+static void kc_load(dec_t *d) {
+  lua_State *L = d->L;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &KC_REGKEY) != LUA_TUSERDATA) {
+    lua_pop(L, 1);
+    struct kcache *kc = lua_newuserdatauv(L, sizeof(*kc), 1);
+    memset(kc, 0, sizeof(*kc));
+    lua_createtable(L, KC_SLOTS, 0);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KC_REGKEY);
+  }
+  d->kc = lua_touserdata(L, -1);
+  lua_getiuservalue(L, -1, 1);
+  lua_remove(L, -2);
+  d->kc_idx = lua_gettop(L);
+}
+
+/* The first 8 bytes (zero-padded) and the last 8 of s[0..n), n > 0: for
+ * n <= 16 they are all of it. */
+static inline void kc_words(const char *s, size_t n, uint64_t *a, uint64_t *b) {
+  *a = 0;
+  *b = 0;
+  memcpy(a, s, n < 8 ? n : 8);
+  if (n > 8) memcpy(b, s + n - 8, 8);
+}
+
+/* At an object key's opening quote: pushes the key (its digest in d->last
+ * when digesting), from the cache when it is there.  The closing quote is
+ * found with memchr; a key that matches a cached one has no escape or
+ * control character (none is ever cached), so only a miss is checked
+ * byte by byte. */
+static int dec_key(dec_t *d) {
+  if (d->kc == NULL) return dec_string(d);
+  const char *s = d->p + 1;
+  size_t max = (size_t)(d->end - s);
+  if (max > KC_MAX) max = KC_MAX;
+  const char *q = memchr(s, '"', max);
+  if (q == NULL || q == s) return dec_string(d);
+  size_t n = (size_t)(q - s);
+  uint64_t a, b;
+  kc_words(s, n, &a, &b);
+  uint64_t h = ((a ^ n) * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL);
+  unsigned slot = (unsigned)(h >> 57); /* 0..127 */
+  kc_entry_t *e = &d->kc->e[slot];
+  if (e->len == n && e->a == a && e->b == b && (n <= 16 || memcmp(e->bytes, s, n) == 0)) {
+    lua_rawgeti(d->L, d->kc_idx, (lua_Integer)slot + 1);
+  } else {
+    for (size_t i = 0; i < n; i++)
+      if (s[i] == '\\' || (unsigned char)s[i] < 0x20) return dec_string(d);
+    lua_pushlstring(d->L, s, n);
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->kc_idx, (lua_Integer)slot + 1);
+    e->len = (unsigned char)n;
+    e->a = a;
+    e->b = b;
+    memcpy(e->bytes, s, n);
+    u128 dg = d_string(s, n);
+    e->digest[0] = (uint64_t)dg;
+    e->digest[1] = (uint64_t)(dg >> 64);
+  }
+  if (d->digest) d->last = ((u128)e->digest[1] << 64) | e->digest[0];
+  d->p = q + 1;
+  return 1;
+}
+
 /* Sets the pending items (pairs for objects) above `tbl` into it. */
 static void flush_object(lua_State *L, int tbl) {
   int top = lua_gettop(L);
@@ -412,7 +503,7 @@ static int dec_object(dec_t *d) {
     skip_ws(d);
     if (d->p >= d->end || *d->p != '"') return dec_fail(d, "object key expected");
     if (!lua_checkstack(L, 4)) return dec_fail(d, "too many items");
-    if (!dec_string(d)) return 0;
+    if (!dec_key(d)) return 0;
     u128 kd = d->last;
     skip_ws(d);
     if (d->p >= d->end || *d->p != ':') return dec_fail(d, "':' expected");
@@ -578,6 +669,7 @@ static int decode_text(lua_State *L, const char *s, size_t len, int list_mt, int
   dec_t d = {.L = L, .p = s, .end = s + len, .start = s,
              .list_mt = list_mt ? lua_absindex(L, list_mt) : 0, .digest = key != NULL};
   d.parts[0] = d.parts[1] = d.parts[2] = d_const(S_NULL);
+  kc_load(&d);
   skip_ws(&d);
   int ok = dec_value(&d);
   if (ok) {
@@ -591,6 +683,7 @@ static int decode_text(lua_State *L, const char *s, size_t len, int list_mt, int
     if (pos) *pos = (size_t)(d.p - d.start);
     return 0;
   }
+  lua_remove(L, d.kc_idx);
   if (key) key_bytes(d_key(d.parts[0], d.parts[1], d.parts[2]), key);
   return 1;
 }
@@ -645,12 +738,13 @@ int lpd_json_push_member(lua_State *L, const char *s, size_t len, int list_mt,
              .list_mt = list_mt ? lua_absindex(L, list_mt) : 0};
   size_t fn = strlen(flag), mn = strlen(member);
   int flag_true = 0, have = 0;
+  kc_load(&d);
   skip_ws(&d);
-  if (d.p >= d.end || *d.p != '{') return 0;
+  if (d.p >= d.end || *d.p != '{') goto fail;
   d.p++;
   d.depth = 1;
   skip_ws(&d);
-  if (d.p < d.end && *d.p == '}') return 0;
+  if (d.p < d.end && *d.p == '}') goto fail;
   for (;;) {
     int which;
     skip_ws(&d);
@@ -689,6 +783,7 @@ int lpd_json_push_member(lua_State *L, const char *s, size_t len, int list_mt,
   }
   skip_ws(&d);
   if (d.p != d.end || !flag_true || !have) goto fail;
+  lua_remove(L, d.kc_idx);
   return 1;
 fail:
   lua_settop(L, top);

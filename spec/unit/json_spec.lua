@@ -13,6 +13,33 @@ describe("pivday.json", function()
       assert.equal(1.5, v[6])
     end)
 
+    it("decodes object keys the same however often they repeat (the decoder caches recent keys)", function()
+      -- Keys that share their first and last 8 bytes, escaped and raw
+      -- quotes and backslashes, control characters, the empty key, keys
+      -- longer than the cache takes: each decoded several times, in
+      -- different orders, so every one is met both cached and not.
+      local keys = {
+        { '"abcdefghXabcdefgh"', "abcdefghXabcdefgh" }, { '"abcdefghYabcdefgh"', "abcdefghYabcdefgh" },
+        { '"abcdefgh"', "abcdefgh" }, { '"abcdefghi"', "abcdefghi" }, { '"a"', "a" },
+        { '"a\\"b"', 'a"b' }, { '"a\\\\"', "a\\" }, { '"a\\u0041"', "aA" }, { '"\1x"', "\1x" },
+        { '""', "" }, { '"' .. ("k"):rep(32) .. '"', ("k"):rep(32) }, { '"' .. ("k"):rep(31) .. '"', ("k"):rep(31) },
+        { '"' .. ("k"):rep(33) .. '"', ("k"):rep(33) }, { '"event_type"', "event_type" },
+      }
+      for round = 1, 3 do
+        for i = 1, #keys do
+          local k = keys[(i * round) % #keys + 1]
+          local v = assert(json.decode("{" .. k[1] .. ":" .. i .. ',"z":{' .. k[1] .. ":true}}"))
+          assert.equal(i, v[k[2]], k[1])
+          assert.is_true(v.z[k[2]], k[1])
+          local n = 0
+          for _ in pairs(v) do n = n + 1 end
+          assert.equal(2, n, k[1])
+        end
+      end
+      assert.is_nil(json.decode('{"abc'))
+      assert.is_nil(json.decode('{"abc":1,"abc'))
+    end)
+
     it("decodes nested integers too (ids, counts, pagination)", function()
       local v = assert(json.decode('{"data":{"pagination":{"total":450,"limit":200,"offset":0},"items":[{"task_id":12}]}}'))
       assert.equal("integer", math.type(v.data.pagination.total))
