@@ -499,6 +499,10 @@ static int dec_object(dec_t *d) {
     if (d->digest) d->last = d_object(0, 0);
     return 1;
   }
+  /* A slot for the table, made once the size is known (lua_replace, not
+   * lua_insert: nothing is moved). */
+  if (!lua_checkstack(L, 2)) return dec_fail(d, "too many items");
+  lua_pushnil(L);
   for (;;) {
     skip_ws(d);
     if (d->p >= d->end || *d->p != '"') return dec_fail(d, "object key expected");
@@ -532,7 +536,7 @@ static int dec_object(dec_t *d) {
     if (n == PENDING_MAX) {
       if (!made) {
         lua_createtable(L, 0, 2 * PENDING_MAX);
-        lua_insert(L, base + 1);
+        lua_replace(L, base + 1);
         made = 1;
       }
       flush_object(L, base + 1);
@@ -552,7 +556,7 @@ static int dec_object(dec_t *d) {
   }
   if (!made) {
     lua_createtable(L, 0, n + (top ? TOP_SPARE : 0));
-    lua_insert(L, base + 1);
+    lua_replace(L, base + 1);
   }
   flush_object(L, base + 1);
   d->depth--;
@@ -582,6 +586,8 @@ static int dec_array(dec_t *d) {
     d->depth--;
     return 1;
   }
+  if (!lua_checkstack(L, 2)) return dec_fail(d, "too many items");
+  lua_pushnil(L); /* the table's slot, as in dec_object */
   for (;;) {
     skip_ws(d);
     if (!lua_checkstack(L, 3)) return dec_fail(d, "too many items");
@@ -591,7 +597,7 @@ static int dec_array(dec_t *d) {
     if (n == PENDING_MAX) {
       if (!made) {
         lua_createtable(L, 2 * PENDING_MAX, 0);
-        lua_insert(L, base + 1);
+        lua_replace(L, base + 1);
         made = 1;
       }
       for (int i = n; i >= 1; i--) lua_rawseti(L, base + 1, done + i);
@@ -611,7 +617,7 @@ static int dec_array(dec_t *d) {
   }
   if (!made) {
     lua_createtable(L, n, 0);
-    lua_insert(L, base + 1);
+    lua_replace(L, base + 1);
   }
   for (int i = n; i >= 1; i--) lua_rawseti(L, base + 1, done + i);
   d->depth--;
