@@ -397,6 +397,7 @@ end
 function Hooks:_flush(now)
   local hook = self._hook
   if not hook then return end
+  self._flush_due = false
   self:_count()
   local j = self._journal
   -- Events the last sync made durable, delivered before any later ones.
@@ -526,7 +527,11 @@ local function mark_done(self, ev)
   local j = self._journal
   if j and ev.id then
     j:done(ev.id)
-    self:_schedule()
+    -- One flush for all the marks until the next one runs.
+    if not self._flush_due then
+      self._flush_due = true
+      self:_schedule()
+    end
   end
 end
 

@@ -27,4 +27,21 @@ describe("pivday.core File", function()
     os.remove(path)
     assert.has_error(function() f:write("x") end, "attempt to use a closed pivday.File")
   end)
+
+  it("writes several strings in order with one call, and refuses a non-string before writing any", function()
+    local path = os.tmpname()
+    local f = assert(core.open_file(path, "w"))
+    local parts = {}
+    for i = 1, 150 do parts[i] = ("%d,"):format(i) end -- more than one writev's worth
+    parts[#parts + 1] = ""
+    parts[#parts + 1] = ("x"):rep(100000)
+    assert.is_true(f:write(table.unpack(parts)))
+    assert.has_error(function() f:write("never", {}) end)
+    assert.is_true(f:write())
+    f:close()
+    local r = assert(io.open(path))
+    assert.equal(table.concat(parts), r:read("a"))
+    r:close()
+    os.remove(path)
+  end)
 end)

@@ -28,7 +28,7 @@ local json = require "pivday.json"
 
 local M = {}
 
-local concat, tointeger, format = table.concat, math.tointeger, string.format
+local concat, tointeger, format, unpack = table.concat, math.tointeger, string.format, table.unpack
 
 local Journal = {}
 Journal.__index = Journal
@@ -135,7 +135,7 @@ function M.open(path)
   local j = setmetatable({
     path = path, records = records, summary = summary, next_id = summary.next_id,
     _oldest = oldest, -- arrival time of the oldest event line in the file
-    _lock = lockf, _file = file, _buf = {}, _n = 0,
+    _lock = lockf, _file = file, _buf = {}, _n = 0, _done = {}, _nd = 0,
     -- A torn last line must not swallow the next record.
     _torn = summary.torn,
     _size = summary.bytes, _compacted_size = summary.bytes,
@@ -155,16 +155,18 @@ function Journal:append_lines(text, at)
   if oldest == nil or at < oldest then self._oldest = at end
 end
 
---- Queues a done mark for `id`.
+--- Queues a done mark for `id`. Only the id is kept: flush() writes the
+-- marks after the queued lines (so after their events' own lines) with one
+-- table.concat, instead of a string per mark.
 function Journal:done(id)
-  local n = self._n + 1
-  self._buf[n] = '{"done":' .. id .. '}\n'
-  self._n = n
+  local n = self._nd + 1
+  self._done[n] = id
+  self._nd = n
 end
 
 --- True when lines are waiting for flush().
 function Journal:pending()
-  return self._n > 0
+  return self._n > 0 or self._nd > 0
 end
 
 --- Writes what is queued in one write(2), then fdatasyncs when `sync`.
@@ -172,18 +174,35 @@ end
 -- caller answers their senders with an error so they retry).
 function Journal:flush(sync)
   if not self._file then return nil, "journal closed" end
-  if self._n > 0 then
-    local data = concat(self._buf, "", 1, self._n)
+  local nd = self._nd
+  if nd > 0 then
+    local n = self._n + 1
+    self._buf[n] = '{"done":' .. concat(self._done, '}\n{"done":', 1, nd) .. '}\n'
+    self._n = n
+    self._done, self._nd = {}, 0
+  end
+  local n = self._n
+  if n > 0 then
+    local buf = self._buf
     self._buf, self._n = {}, 0
-    if self._torn then data = "\n" .. data end
-    local ok, err = self._file:write(data)
+    local bytes = 0
+    for i = 1, n do bytes = bytes + #buf[i] end
+    -- One write(2) of the queued strings as they are (File:write takes
+    -- several).
+    local ok, err
+    if self._torn then
+      ok, err = self._file:write("\n", unpack(buf, 1, n))
+      bytes = bytes + 1
+    else
+      ok, err = self._file:write(unpack(buf, 1, n))
+    end
     if not ok then
       -- Part of it may be on disk: start the next write on a fresh line.
       self._torn = true
       return nil, err
     end
     self._torn = false
-    self._size = self._size + #data
+    self._size = self._size + bytes
   end
   if sync then
     local ok, err = self._file:sync()
