@@ -143,7 +143,7 @@ typedef struct {
   int list_mt;      /* stack index of the metatable for empty lists, or 0 */
   int strip;        /* drop members whose value is null (lpd_json_push_member) */
   int digest;       /* take each value's digest while decoding (lpd_json_push_keyed) */
-  struct kcache *kc; /* recent object keys (see dec_key), or NULL */
+  struct kcache *kc; /* recent object keys (see dec_key) */
   int kc_idx;       /* ... and the stack index of their Lua strings */
   u128 last;        /* ... the digest of the value decoded last */
   u128 parts[3];    /* ... and of the top object's event_type, timestamp, data */
@@ -438,7 +438,6 @@ static inline void kc_words(const char *s, size_t n, uint64_t *a, uint64_t *b) {
  * control character (none is ever cached), so only a miss is checked
  * byte by byte. */
 static int dec_key(dec_t *d) {
-  if (d->kc == NULL) return dec_string(d);
   const char *s = d->p + 1;
   size_t max = (size_t)(d->end - s);
   if (max > KC_MAX) max = KC_MAX;

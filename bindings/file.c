@@ -55,9 +55,9 @@ static int l_open_file(lua_State *L) {
   return 1;
 }
 
-/* write(data) -> true: the whole string, retrying short writes. */
-/* write(s1, s2, ...): all of them, in order, with writev (the journal
- * hands its queued lines as they are, not joined into one more copy). */
+/* write(s1, s2, ...) -> true: all of them in order with writev, retrying
+ * short writes (the journal hands its queued lines as they are, not joined
+ * into one more copy). */
 #define WRITE_IOV 64
 
 static int file_write(lua_State *L) {

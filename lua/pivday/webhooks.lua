@@ -553,10 +553,14 @@ function Hooks:_release(ev)
   end
 end
 
-local function handler_failed(ev, err)
-  ev._failed = true
-  async.report(("pivday.webhooks: handler for %s (event %s) failed; the event stays pending: %s")
-    :format(ev.event_type, tostring(ev.id), tostring(err)))
+local function run_handler(self, fn, ev)
+  local ok, err = xpcall(fn, traceback, ev)
+  if not ok then
+    ev._failed = true
+    async.report(("pivday.webhooks: handler for %s (event %s) failed; the event stays pending: %s")
+      :format(ev.event_type, tostring(ev.id), tostring(err)))
+  end
+  self:_release(ev)
 end
 
 -- Handler runs queued by _dispatch (_jf[i] runs on _je[i]), taken in order
@@ -570,11 +574,7 @@ local function worker(self)
     local fn, ev = jf[h], je[h]
     jf[h], je[h] = nil, nil
     self._jh = h + 1
-    local ok, err = xpcall(fn, traceback, ev)
-    if not ok then handler_failed(ev, err) end
-    -- _release, its common case inline (this runs for every event).
-    local holds = ev._holds - 1
-    if holds > 0 then ev._holds = holds else self:_release(ev) end
+    run_handler(self, fn, ev)
   end
   self._jh, self._jt = 1, 0
 end
@@ -634,7 +634,6 @@ end
 -- The oldest recent event w wants, taken out of the ring.
 function Hooks:_take_recent(w)
   local r, cap = self._recent, self._rcap
-  if cap == 0 then return nil end
   for i = self._rhead, self._rtail do
     local slot = (i - 1) % cap + 1
     local ev = r[slot]
@@ -717,9 +716,7 @@ function Hooks:_dispatch(ev)
   else
     self:_remember(ev, not seen)
   end
-  -- This function's own hold: _release, its common case inline.
-  local h = ev._holds - 1
-  if h > 0 then ev._holds = h else self:_release(ev) end
+  self:_release(ev)
 end
 
 -- Public API ------------------------------------------------------------------------

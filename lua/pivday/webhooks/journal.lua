@@ -185,17 +185,15 @@ function Journal:flush(sync)
   if n > 0 then
     local buf = self._buf
     self._buf, self._n = {}, 0
+    if self._torn then
+      table.insert(buf, 1, "\n")
+      n = n + 1
+    end
     local bytes = 0
     for i = 1, n do bytes = bytes + #buf[i] end
     -- One write(2) of the queued strings as they are (File:write takes
     -- several).
-    local ok, err
-    if self._torn then
-      ok, err = self._file:write("\n", unpack(buf, 1, n))
-      bytes = bytes + 1
-    else
-      ok, err = self._file:write(unpack(buf, 1, n))
-    end
+    local ok, err = self._file:write(unpack(buf, 1, n))
     if not ok then
       -- Part of it may be on disk: start the next write on a fresh line.
       self._torn = true
