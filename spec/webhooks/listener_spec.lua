@@ -113,6 +113,14 @@ describe("pivday.webhooks listener", function()
     assert.equal("600\n", (helper.sh("stat -c %a " .. helper.q(dir .. "/j.jsonl.secret"))))
   end)
 
+  it("names the field of a bad option", function()
+    for field, bad in pairs{ sync_inline = -1, dedupe_window = "60", recent = 1.5, port = 70000 } do
+      local ok, err = pcall(pivday.webhooks, { [field] = bad })
+      assert.is_false(ok)
+      assert.matches("field '" .. field .. "'", err, 1, true)
+    end
+  end)
+
   it("refuses a second listener on the same journal", function()
     local dir = tmpdir()
     listen{ journal = dir .. "/j.jsonl" }
@@ -352,43 +360,61 @@ describe("pivday.webhooks journal", function()
     assert.is_true(ev.replayed)
   end)
 
-  it("journals 1000 events from 50 concurrent senders exactly once, all acknowledged 2xx", function()
-    local dir = tmpdir()
-    local file = dir .. "/j.jsonl"
-    local hooks = listen{ journal = file }
-    local handled = 0
-    hooks:on("sms.received", function() handled = handled + 1 end)
-    local statuses, bad = {}, {}
-    pivday.run(function()
-      for s = 1, 50 do
-        pivday.spawn(function()
-          for i = 1, 20 do
-            local res, err = post(hooks.url, event("sms.received", { sender = s, i = i, code = s .. "-" .. i }))
-            if res then
-              statuses[res.status] = (statuses[res.status] or 0) + 1
-            else
-              bad[#bad + 1] = tostring(err)
+  -- sync_inline = 0: every sync after the first goes to the thread pool
+  -- while other senders wait (a slow disk's path); huge: every one blocks.
+  for _, mode in ipairs{ { "in the thread pool", 0 }, { "inline", math.huge } } do
+    it("journals 1000 events from 50 concurrent senders exactly once, all acknowledged 2xx (syncs "
+        .. mode[1] .. ")", function()
+      local dir = tmpdir()
+      local file = dir .. "/j.jsonl"
+      local hooks = listen{ journal = file, sync_inline = mode[2] }
+      local handled = 0
+      hooks:on("sms.received", function() handled = handled + 1 end)
+      local statuses, bad = {}, {}
+      -- Open connections that send nothing: a sync never covers every open
+      -- connection, so the thread pool is used when asked.
+      local idle = {}
+      for i = 1, 3 do idle[i] = assert(tcp.connect("127.0.0.1", hooks.port, t(2))) end
+      pivday.run(function()
+        for s = 1, 50 do
+          pivday.spawn(function()
+            for i = 1, 20 do
+              local res, err = post(hooks.url, event("sms.received", { sender = s, i = i, code = s .. "-" .. i }))
+              if res then
+                statuses[res.status] = (statuses[res.status] or 0) + 1
+              else
+                bad[#bad + 1] = tostring(err)
+              end
             end
-          end
-        end)
+          end)
+        end
+      end)
+      assert.same({}, bad)
+      assert.same({ [200] = 1000 }, statuses)
+      assert.is_true(eventually(function() return handled == 1000 end, 10))
+      local stats = hooks.stats
+      for _, c in ipairs(idle) do c:close() end
+      hooks:close()
+      -- Grouped: far fewer syncs than events, and pooled only when asked.
+      assert.is_true(stats.syncs > 0 and stats.syncs < 1000, "syncs: " .. stats.syncs)
+      if mode[2] == 0 then
+        assert.is_true(stats.syncs_pooled > 0, "no sync went to the thread pool")
+      else
+        assert.equal(0, stats.syncs_pooled)
       end
+      local records, sum = journal.read(file)
+      assert.equal(1000, sum.events)
+      assert.equal(0, sum.skipped)
+      local codes, ids = {}, {}
+      for _, r in ipairs(records) do
+        local c = r.event.data.code
+        assert.is_nil(codes[c], "journaled twice: " .. c)
+        assert.is_nil(ids[r.id])
+        codes[c], ids[r.id] = true, true
+      end
+      assert.equal(1000, sum.done)
     end)
-    assert.same({}, bad)
-    assert.same({ [200] = 1000 }, statuses)
-    assert.is_true(eventually(function() return handled == 1000 end, 10))
-    hooks:close()
-    local records, sum = journal.read(file)
-    assert.equal(1000, sum.events)
-    assert.equal(0, sum.skipped)
-    local codes, ids = {}, {}
-    for _, r in ipairs(records) do
-      local c = r.event.data.code
-      assert.is_nil(codes[c], "journaled twice: " .. c)
-      assert.is_nil(ids[r.id])
-      codes[c], ids[r.id] = true, true
-    end
-    assert.equal(1000, sum.done)
-  end)
+  end
 
   it("compacts done events older than the retention, keeping pending ones", function()
     local dir = tmpdir()
