@@ -6,6 +6,8 @@
 -- when a path is given) whose sms.received handler reads ev.data and
 -- counts. Prints "url=…" once listening, serves until SIGTERM/SIGINT, then
 -- prints "handled=N distinct=N" and the listener's stats as stat_NAME=N.
+-- BENCH_SYNC_INLINE=seconds sets the listener's sync_inline (0: every
+-- journal sync in the thread pool, to measure that path).
 local pivday = require "pivday"
 
 local journal = arg[1]
@@ -22,7 +24,7 @@ local stats = {}
 
 pivday.run(function()
   local hooks = assert(pivday.webhooks{ host = "127.0.0.1", port = 0, path = "/hooks",
-    journal = journal })
+    journal = journal, sync_inline = tonumber(os.getenv("BENCH_SYNC_INLINE")) })
   hooks:on("sms.received", function(ev)
     local n = tonumber(ev.data.code)
     handled = handled + 1

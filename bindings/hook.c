@@ -7,6 +7,7 @@
  *     mark for empty lists)
  *   hook:take() -> events, n, lines, nacks, next_id
  *   hook:settle(ok)   hook:kick()   hook:counts() -> received, dups, rejected
+ *   hook:queued() -> senders queued for the next take() (with a journal)
  *   hook:close()
  *
  * Every request is handled here, without calling Lua: peer check (403),
@@ -504,6 +505,11 @@ static int hook_kick(lua_State *L) {
   return 0;
 }
 
+static int hook_queued(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_hook(L)->queued.n);
+  return 1;
+}
+
 static int hook_counts(lua_State *L) {
   lpd_hook_t *h = check_hook(L);
   lua_pushinteger(L, h->received);
@@ -546,6 +552,7 @@ lpd_hook_t *lpd_check_hook(lua_State *L, int arg) {
 void lpd_hook_open(lua_State *L) {
   static const luaL_Reg m[] = {{"take", hook_take},   {"settle", hook_settle},
                                {"kick", hook_kick},   {"counts", hook_counts},
+                               {"queued", hook_queued},
                                {"close", hook_close}, {"__gc", hook_gc},
                                {NULL, NULL}};
   lpd_newclass(L, LPD_HOOK, m);

@@ -270,6 +270,7 @@ function M.new(opts)
     _recent = {}, _rhead = 1, _rtail = 0, _rcap = recent,
     _syncing = nil,                    -- {events, n} while their fdatasync runs
     _sync_took = 0,                    -- seconds the last sync took (see _flush)
+    _lingers = 0, _lingered_at = 0,    -- turns waited for this batch, its size then (_linger)
     _synced = {}, _nsynced = 0,        -- synced events, delivered by the next flush
     _held = {},                        -- waiting for the first registration
     _jf = {}, _je = {}, _jh = 1, _jt = 0, -- handler runs queued (see _run_jobs)
@@ -423,6 +424,10 @@ function Hooks:_flush(now)
     self:_run_jobs()
     return
   end
+  if j and not now and self:_linger() then
+    self:_run_jobs()
+    return
+  end
   local events, n, lines, nacks, next_id = hook:take()
   if j then
     j.next_id = next_id
@@ -477,6 +482,30 @@ function Hooks:_flush(now)
   end
   self:_deliver_all(events, n)
   self:_run_jobs()
+end
+
+-- Group commit, the wait: while the last loop turn brought new senders and
+-- other connections are open (their events may be on the way), the sync
+-- waits for up to LINGER_TURNS more turns, each a non-blocking poll of the
+-- sockets (no timer: libuv's are whole milliseconds, longer than a sync).
+-- Under a burst from 64 connections a batch grew from ~43 events to ~60,
+-- one fdatasync for more of them: 60K -> 73K events/s. A lone sender is
+-- never held: with no other connection open it goes at once, and a turn
+-- that brings nobody new ends the wait.
+local LINGER_TURNS = 4
+
+function Hooks:_linger()
+  local queued = self._hook:queued()
+  local srv = self._srv
+  if queued > self._lingered_at and self._lingers < LINGER_TURNS
+      and srv ~= nil and srv:connections() > queued then
+    self._lingers = self._lingers + 1
+    self._lingered_at = queued
+    self._hook:kick()
+    return true
+  end
+  self._lingers, self._lingered_at = 0, 0
+  return false
 end
 
 -- The journal's sync of `batch` completed: its senders get their 2xx, its
