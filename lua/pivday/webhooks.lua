@@ -403,8 +403,9 @@ local now_s = core.now
 -- libuv's thread pool (File:sync_async), one at a time, while the loop
 -- goes on reading and parsing; what arrives meanwhile stays queued in the
 -- Hook and goes with the next sync, started as soon as this one completes
--- (_synced_cb). A batch's senders are answered when its
--- sync completes, and its events then handed to handlers, in arrival order.
+-- (_synced_cb). A batch's senders are answered when its sync completes,
+-- and its events then handed to handlers, in arrival order. Before taking
+-- a batch the sync may wait a few loop turns for more senders (_linger).
 function Hooks:_flush(now)
   local hook = self._hook
   if not hook then return end
