@@ -131,8 +131,12 @@ static void key_bytes(u128 h, unsigned char out[16]) {
  * (so it is made at its final size); beyond it they are flushed in. */
 #define PENDING_MAX 32
 /* A decoded top-level object gets this many spare hash slots: the listener
- * adds its own fields (raw, id, received_at...) without a rehash. */
-#define TOP_SPARE 8
+ * adds its own fields (id, received_at, raw, _holds) without a rehash.
+ * Lua rounds a hash part up to a power of two, so an event's three members
+ * and these five take 8 slots, one spare for a rarer field (_failed,
+ * _recent_hold); 8 spare made it 16, twice the memory to clear and
+ * collect on every event. */
+#define TOP_SPARE 5
 
 typedef struct {
   lua_State *L;

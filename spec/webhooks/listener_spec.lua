@@ -311,6 +311,32 @@ describe("pivday.webhooks dedupe", function()
   end)
 end)
 
+describe("pivday.webhooks handlers", function()
+  it("go on with the other events and handlers when one raises", function()
+    local reports, restore = capture_reports()
+    local hooks = listen()
+    local seen, after = {}, 0
+    hooks:on("sms.received", function(ev)
+      seen[#seen + 1] = ev.data.i
+      if ev.data.i == 2 then error("bad event " .. ev.data.i) end
+    end)
+    hooks:on("*", function() after = after + 1 end)
+    pivday.run(function()
+      for i = 1, 3 do
+        pivday.spawn(function() assert(post(hooks.url, event("sms.received", { i = i }))) end)
+      end
+    end)
+    assert.is_true(eventually(function() return after == 3 and #reports == 1 end))
+    restore()
+    table.sort(seen)
+    assert.same({ 1, 2, 3 }, seen)
+    assert.matches("handler for sms.received %(event %d+%) failed", reports[1])
+    assert.matches("bad event 2", reports[1])
+    assert.equal(2, hooks.stats.delivered)
+    assert.equal(1, hooks.stats.failed)
+  end)
+end)
+
 describe("pivday.webhooks journal", function()
   it("re-delivers an event whose handler failed after a restart, then marks it done", function()
     local dir = tmpdir()
