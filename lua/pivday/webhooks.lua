@@ -459,7 +459,7 @@ function Hooks:_flush(now)
       stats.syncs = stats.syncs + 1
       if background then stats.syncs_pooled = stats.syncs_pooled + 1 end
     end
-    local started = now_s()
+    local started = nacks > 0 and now_s() -- only acknowledged batches' syncs are timed
     if nacks > 0 or j:pending() then
       local ok, err = j:flush(nacks > 0 and not background)
       if not ok then return refuse(self, "write", err) end
