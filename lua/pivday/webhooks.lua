@@ -666,7 +666,9 @@ end
 
 -- The recent ring: events no waiter took, oldest first, for a later wait.
 -- Positions _rhead.._rtail only grow; position p lives in slot
--- (p - 1) % _rcap + 1, so the ring is a fixed-size array.
+-- (p - 1) % _rcap + 1, so the ring is a fixed-size array, and the new
+-- event's slot holds the one it evicts: position tail - cap (or nil, when
+-- a wait took that one). No loop: this runs for every event.
 function Hooks:_remember(ev, unseen)
   local cap = self._rcap
   if cap == 0 then
@@ -676,25 +678,19 @@ function Hooks:_remember(ev, unseen)
   local r = self._recent
   local tail = self._rtail + 1
   self._rtail = tail
-  -- Evict down to the cap first (holes left by taken events count too):
-  -- the new event takes the oldest one's slot.
-  while tail - self._rhead + 1 > cap do
-    local h = self._rhead
-    local slot = (h - 1) % cap + 1
-    local old = r[slot]
-    r[slot] = nil
-    self._rhead = h + 1
-    if old and old._recent_hold then
-      -- Nobody asked for it while it was recent: it counts as seen now, so
-      -- unconsumed event types do not pile up in the journal.
-      old._recent_hold = nil
-      self:_release(old)
-    end
-  end
-  r[(tail - 1) % cap + 1] = ev
+  local slot = (tail - 1) % cap + 1
+  local old = r[slot]
+  r[slot] = ev
+  if self._rhead <= tail - cap then self._rhead = tail - cap + 1 end
   if unseen then
     ev._recent_hold = true
     ev._holds = ev._holds + 1
+  end
+  if old and old._recent_hold then
+    -- Nobody asked for it while it was recent: it counts as seen now, so
+    -- unconsumed event types do not pile up in the journal.
+    old._recent_hold = nil
+    self:_release(old)
   end
   return true
 end
@@ -784,7 +780,10 @@ function Hooks:_dispatch(ev)
   else
     self:_remember(ev, not seen)
   end
-  self:_release(ev)
+  -- Our own hold, dropped in line: with a handler queued it is not the
+  -- last one (a call per event saved).
+  local h = ev._holds
+  if h > 1 then ev._holds = h - 1 else self:_release(ev) end
 end
 
 -- Public API ------------------------------------------------------------------------

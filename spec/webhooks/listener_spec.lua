@@ -206,6 +206,27 @@ describe("pivday.webhooks awaiting", function()
     assert.same({ 3, 4, 5 }, firsts)
   end)
 
+  it("keeps an unhandled event pending while it is recent, done once a wait takes it or it ages out", function()
+    local dir = tmpdir()
+    local path = dir .. "/j.jsonl"
+    local hooks = listen{ journal = path, recent = 3 }
+    hooks:on("other.type", function() end)
+    local function send(i) assert.equal(200, assert(post(hooks.url, event("sms.received", { i = i }))).status) end
+    for i = 1, 3 do send(i) end
+    assert.equal(2, assert(hooks:wait("sms.received", { i = 2 }, t(2))).data.i) -- a hole mid-ring
+    send(4) -- evicts 1
+    send(5) -- takes the hole's slot: evicts nothing
+    send(6) -- evicts 3
+    assert.equal(4, assert(hooks:wait("sms.received", 0)).data.i) -- oldest left first
+    assert.equal(4, hooks.stats.delivered) -- 2, 1, 3, 4
+    hooks:close()
+    local again = listen{ journal = path }
+    local got = {}
+    again:on("*", function(ev) got[#got + 1] = ev.data.i end)
+    assert.is_true(eventually(function() return #got == 2 end, 2))
+    assert.same({ 5, 6 }, got)
+  end)
+
   it("iterates with events{} until timeout, and break unsubscribes", function()
     local hooks = listen()
     pivday.spawn(function()
