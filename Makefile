@@ -54,7 +54,7 @@ CORE_SRC := $(wildcard core/*.c)
 BIND_SRC := bindings/module.c bindings/client.c bindings/server.c bindings/timer.c \
             bindings/tcp.c bindings/file.c bindings/canon.c bindings/dedupe.c \
             bindings/hook.c
-HOST_SRC := bindings/host.c bindings/readline.c
+HOST_SRC := bindings/host.c bindings/readline.c bindings/state.c
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)

@@ -28,6 +28,8 @@
 
 int luaopen_pivday_core(lua_State *L);
 int luaopen_pivday_readline(lua_State *L);
+lua_State *lpd_newstate(void);           /* state.c */
+void lpd_closestate(lua_State *L);
 
 static const char *progname = "pivday";
 
@@ -231,7 +233,7 @@ int main(int argc, char **argv) {
   raise_nofile();
   signal(SIGPIPE, SIG_IGN);
 
-  lua_State *L = luaL_newstate();
+  lua_State *L = lpd_newstate();
   if (L == NULL) {
     l_message("cannot create state: not enough memory");
     return 1;
@@ -292,6 +294,6 @@ int main(int argc, char **argv) {
   if (status != LUA_OK && code == 0) code = 1;
 
 done:
-  lua_close(L);
+  lpd_closestate(L);
   return code;
 }

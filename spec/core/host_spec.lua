@@ -56,6 +56,47 @@ describe("pivday host", function()
     assert.equal("false\ttrue\n", out)
   end)
 
+  -- The host's state allocates from its own pool (bindings/state.c): the
+  -- same churn run by stock lua5.4 (malloc) must give the same answers.
+  it("keeps Lua's memory intact through its pooled allocator, as stock lua5.4 does", function()
+    local f = tmpfile([[
+      local seed = 12345
+      local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n + 1 end
+      local keep, bad = {}, 0
+      local function str(n, c) return string.rep(string.char(65 + c % 26), n) end
+      for round = 1, 4000 do
+        local n = rnd(1300)                 -- strings on both sides of the pool's 512 bytes
+        local s = str(n, round) .. round
+        local t = {}
+        for i = 1, rnd(40) do t["k" .. i] = s; t[i] = i end   -- hash and array parts grow
+        for i = 1, rnd(40) do t["k" .. i] = nil end           -- and shrink at the next rehash
+        t.s = s
+        keep[rnd(300)] = t                                    -- a random survivor set
+        if round % 500 == 0 then collectgarbage() end
+      end
+      local sum = 0
+      for i = 1, 300 do
+        local t = keep[i]
+        if t then
+          local n = #t.s
+          local digits = t.s:match("%d+$")
+          if t.s ~= str(n - #digits, tonumber(digits)) .. digits then bad = bad + 1 end
+          for j = 1, #t do if t[j] ~= j then bad = bad + 1 end end
+          sum = (sum + n * i + #t) % 1000000007
+        end
+      end
+      local co = coroutine.wrap(function(...) return select("#", ...) end)
+      print(sum, bad, co(table.unpack(keep, 1, 200)))
+      warn("@on"); warn("piece ", "by piece"); warn("@off"); warn("muted")
+    ]])
+    local out, rc = sh(bin .. " " .. f .. " 2>&1")
+    local want = sh("lua5.4 " .. f .. " 2>&1")
+    os.remove(f)
+    assert.equal(0, rc)
+    assert.matches("^%d+\t0\t200\nLua warning: piece by piece\n$", out)
+    assert.equal(want, out)
+  end)
+
   it("runs stdin as a script with -", function()
     local out, rc = sh("echo 'print(6 * 7)' | " .. bin .. " -")
     assert.equal(0, rc)
