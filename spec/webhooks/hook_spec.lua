@@ -183,9 +183,95 @@ describe("pivday.core Window", function()
     assert.is_true(w:seen(key(1000), 200))
   end)
 
+  -- A model of the window in plain Lua: arrivals in order, each key's
+  -- latest one, expiry and the cap popping the oldest first.
+  local function model(seconds, cap)
+    local m = { fifo = {}, head = 1, tail = 0, latest = {}, count = 0 }
+    local function pop()
+      local a = m.fifo[m.head]
+      if m.latest[a.key] == m.head then m.latest[a.key] = nil; m.count = m.count - 1 end
+      m.fifo[m.head] = nil
+      m.head = m.head + 1
+    end
+    local function expire(now)
+      while m.head <= m.tail and m.fifo[m.head].at <= now - seconds do pop() end
+    end
+    function m.seen(k, now)
+      local s = m.latest[k]
+      return s ~= nil and m.fifo[s].at > now - seconds
+    end
+    function m.add(k, now)
+      expire(now)
+      if m.tail - m.head + 1 == cap then pop() end
+      m.tail = m.tail + 1
+      m.fifo[m.tail] = { key = k, at = now }
+      if not m.latest[k] then m.count = m.count + 1 end
+      m.latest[k] = m.tail
+    end
+    function m.seen_and_expire(k, now)
+      local seen = m.seen(k, now)
+      if not seen then expire(now) end
+      return seen
+    end
+    function m.forget(k)
+      if m.latest[k] then m.latest[k] = nil; m.count = m.count - 1 end
+    end
+    return m
+  end
+
+  -- Keys whose first 4 bytes (the table's hash) collide, 0 among them,
+  -- beside digests: long probe runs, moves on deletion, ring growth.
+  local function keys(n, rand)
+    local list = {}
+    for i = 1, n do
+      local head = i % 3 == 0 and string.pack("<I4", rand(0, 7) * 256) or
+        string.pack("<I4", rand(0, 0x7fffffff) * 2 + rand(0, 1))
+      local tail = {}
+      for j = 1, 12 do tail[j] = string.char(rand(0, 255)) end
+      list[i] = head .. table.concat(tail)
+    end
+    return list
+  end
+
+  it("answers as a plain model of it does, through collisions, the cap, expiry and forgetting", function()
+    local prng = 12345
+    local function rand(lo, hi)
+      prng = (prng * 1103515245 + 12345) % 2147483648
+      return lo + prng % (hi - lo + 1)
+    end
+    -- The third shape's arrivals quicken as they expire: its ring grows
+    -- while its oldest arrival is not at the ring's start.
+    for _, shape in ipairs({ { seconds = 30, cap = 64, keys = 200, every = function() return 9 end },
+                             { seconds = 50, cap = 3000, keys = 5000, every = function() return 9 end },
+                             { seconds = 20, cap = 100000, keys = 5000,
+                               every = function(step) return step // 200 end } }) do
+      local w, m = core.dedupe_window(shape.seconds, shape.cap), model(shape.seconds, shape.cap)
+      local pool, now = keys(shape.keys, rand), 1000
+      for step = 1, 20000 do
+        now = now + (rand(0, shape.every(step)) == 0 and rand(0, 3) or 0)
+        local k, op = pool[rand(1, #pool)], rand(1, 10)
+        local what = ("step %d op %d cap %d"):format(step, op, shape.cap)
+        if op <= 5 then
+          assert.equal(m.seen(k, now), w:seen_or_add(k, now), what)
+          if not m.seen(k, now) then m.add(k, now) end
+        elseif op <= 7 then
+          assert.equal(m.seen_and_expire(k, now), w:seen(k, now), what)
+        elseif op <= 9 then
+          w:add(k, now); m.add(k, now)
+        else
+          w:forget(k); m.forget(k)
+        end
+        assert.equal(m.count, w:count(), what)
+      end
+      for _, k in ipairs(pool) do assert.equal(m.seen(k, now), w:seen(k, now)) end
+    end
+  end)
+
   it("refuses what is not a key", function()
     local w = core.dedupe_window(60)
     assert.has_error(function() w:add("k", 1) end)
     assert.has_error(function() core.dedupe_window(-1) end)
+    assert.has_error(function() core.dedupe_window(60, 0) end, "bad argument #2 to 'dedupe_window' (cap must be 1 to 2^30)")
+    assert.has_error(function() core.dedupe_window(60, 2^31) end, "bad argument #2 to 'dedupe_window' (cap must be 1 to 2^30)")
   end)
 end)

@@ -94,12 +94,13 @@ M.key = core.canon_key
 M.text_key = core.event_key
 
 --- A window of `seconds` (wall clock), holding at most `cap` keys (100,000
--- by default; the oldest go first when a flood exceeds it, so memory stays
--- bounded): w:seen_or_add(key, now) -> boolean, w:seen(key, now),
--- w:add(key, now), w:forget(key) (a delivery that was not acknowledged
--- after all: its retry must count as new), w:count(). Keys are `key`'s
--- 16 bytes, times epoch seconds. In C (bindings/dedupe.c): the listener's
--- request path asks it on every delivery without calling Lua.
+-- by default, at most 2^30; the oldest go first when a flood exceeds it,
+-- so memory stays bounded: ~5 MB when full at the default):
+-- w:seen_or_add(key, now) -> boolean, w:seen(key, now), w:add(key, now),
+-- w:forget(key) (a delivery that was not acknowledged after all: its retry
+-- must count as new), w:count(). Keys are `key`'s 16 bytes, times epoch
+-- seconds. In C (bindings/dedupe.c): the listener's request path asks it
+-- on every delivery without calling Lua.
 M.window = core.dedupe_window
 
 return M
