@@ -113,6 +113,27 @@ describe("pivday.http", function()
     assert.equal("cancelled", caught.kind)
   end)
 
+  it("cancels a request before it leaves: the server never sees it, and the client goes on", function()
+    local hits = 0
+    srv:close()
+    srv = echo_server{ handler = function() hits = hits + 1 return 200, {}, "ok" end }
+    local caught
+    pivday.run(function()
+      local task = pivday.spawn(function()
+        local ok, e = pcall(pivday.http.request, { method = "POST", url = srv.url .. "/x", body = "b" })
+        caught = not ok and e
+      end)
+      -- Run right after `task` sent, in the same loop turn: the request
+      -- starts on the next turn, so it is cancelled before it leaves.
+      pivday.spawn(function() task:cancel() end)
+      pivday.sleep(0.1)
+    end)
+    assert.equal("CANCELLED", caught.code)
+    assert.equal(0, hits)
+    assert.equal(200, assert(pivday.http.request{ url = srv.url .. "/after" }).status)
+    assert.equal(1, hits)
+  end)
+
   it("answers an oversize body with 413 and keeps serving", function()
     srv:close()
     srv = echo_server{ max_body = 1024 }
@@ -210,6 +231,87 @@ describe("pivday.http", function()
     assert.has_error(function() pivday.http.request("http://x") end,
       "bad argument #1 to 'request' (table expected, got string)")
     assert.has_error(function() pivday.http.server{} end)
+  end)
+end)
+
+-- The server in another process, timing what reaches it by its own clock:
+-- how the client's requests leave can only be seen from outside. /hold
+-- answers once `n` holds arrived, `delay` s later; /next is timed.
+local HOLD_SERVER = [[
+local pivday = require "pivday"
+local n, delay = tonumber(arg[1]), tonumber(arg[2])
+local held, quit, times = 0, false, {}
+pivday.run(function()
+  local srv = assert(pivday.http.server{ handler = function(req)
+    if req.path == "/hold" then
+      held = held + 1
+      while held < n do pivday.sleep(0.002) end
+      pivday.sleep(delay)
+    elseif req.path == "/next" then
+      times[#times + 1] = pivday.now()
+    elseif req.path == "/log" then
+      return 200, {}, table.concat(times, " ")
+    elseif req.path == "/quit" then
+      quit = true
+    end
+    return 200, {}, "ok"
+  end })
+  io.stdout:write("url=", srv.url, "\n")
+  io.stdout:flush()
+  while not quit do pivday.sleep(0.01) end
+  pivday.sleep(0.05)
+  srv:close()
+end)
+]]
+
+describe("pivday.http client, seen from another process", function()
+  it("sends what one loop turn's callbacks ask for together, after the turn, not between them", function()
+    -- Three answers arrive on warm connections while the loop is blocked,
+    -- so one turn takes them all from the poll; each callback spends
+    -- `busy` CPU, then sends again. Those three requests must leave
+    -- together: started between the callbacks, they reach the server
+    -- `busy` apart.
+    local n, busy = 3, t(0.04)
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(HOLD_SERVER)
+    f:close()
+    local proc = assert(io.popen(("%s %s %d %f"):format(helper.bin, script, n, t(0.1)), "r"))
+    local url = assert(proc:read("l"), "the server printed nothing"):match("^url=(.*)$")
+    assert.is_string(url)
+    local function spin(s) local t0 = os.clock() while os.clock() - t0 < s do end end
+    local warm, holding, fine = 0, 0, 0
+    pivday.run(function()
+      for _ = 1, n do
+        pivday.spawn(function()
+          assert(pivday.http.request{ url = url .. "/warm", timeout = t(10) })
+          warm = warm + 1
+          while warm < n do pivday.sleep(0.005) end
+          -- A new connection's own libcurl timer (happy eyeballs, 200 ms)
+          -- would read the answers instead of the poll.
+          pivday.sleep(0.3)
+          holding = holding + 1
+          assert(pivday.http.request{ url = url .. "/hold", timeout = t(10) })
+          spin(busy)
+          assert(pivday.http.request{ url = url .. "/next", timeout = t(10) })
+          fine = fine + 1
+        end)
+      end
+      while holding < n do pivday.sleep(0.005) end
+      pivday.sleep(t(0.05))
+      spin(t(0.2)) -- the server answers meanwhile, t(0.1) after the last hold
+    end)
+    local log = assert(pivday.http.request{ url = url .. "/log" }).body
+    pivday.http.request{ url = url .. "/quit" }
+    proc:close()
+    os.remove(script)
+    assert.equal(n, fine)
+    local times = {}
+    for v in log:gmatch("%S+") do times[#times + 1] = tonumber(v) end
+    assert.equal(n, #times)
+    local spread = math.max(table.unpack(times)) - math.min(table.unpack(times))
+    assert.is_true(spread < busy / 2, ("the requests reached the server %.1f ms apart (each callback ran %.1f ms)")
+      :format(spread * 1e3, busy * 1e3))
   end)
 end)
 
