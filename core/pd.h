@@ -135,8 +135,9 @@ typedef void (*pd_response_cb)(pd_transfer_t *t, const pd_response_t *res,
 
 int pd_client_new(uv_loop_t *loop, const pd_client_opts_t *opts,
                   pd_client_t **out);
-/* Starts a request.  On success *out (if non-NULL) is the transfer, valid
- * until its callback returns. */
+/* Starts a request: it leaves on the next loop iteration, together with
+ * every other request sent meanwhile (client.c says why).  On success *out
+ * (if non-NULL) is the transfer, valid until its callback returns. */
 int pd_client_send(pd_client_t *c, const pd_request_t *req, pd_response_cb cb,
                    void *arg, pd_transfer_t **out);
 /* Cancels an in-flight transfer: its callback fires once, later, from the
