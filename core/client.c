@@ -812,19 +812,18 @@ static void start_sent(pd_client_t *c) {
 }
 
 /* Next-iteration work: transfers sent, a 0 ms libcurl timeout and
- * cancelled transfers.  It stops itself first; whatever runs below may
- * start it again for the next iteration. */
+ * cancelled transfers.  It stops itself unless libcurl asked for another
+ * 0 ms run (the adds ask for one, which the act here is); the callbacks
+ * below may start it again for the next iteration. */
 static void on_idle(uv_idle_t *h) {
   pd_client_t *c = h->data;
 
-  uv_idle_stop(h);
   if (c->multi != NULL)
     start_sent(c);
   if (c->timeout_due) {
     c->timeout_due = 0;
     act(c, CURL_SOCKET_TIMEOUT, 0);
   }
-  /* The adds above asked for this run again; libcurl has had it. */
   if (!c->timeout_due)
     uv_idle_stop(h);
   link_splice(&c->done, &c->cancelled);
@@ -1306,19 +1305,23 @@ int pd_client_send(pd_client_t *c, const pd_request_t *req, pd_response_cb cb,
   return 0;
 }
 
-void pd_transfer_cancel(pd_transfer_t *t) {
-  pd_client_t *c;
+/* Moves a starting or active transfer to `cancelled`, out of the multi. */
+static void withdraw(pd_transfer_t *t) {
+  pd_client_t *c = t->c;
 
-  if (t == NULL || (t->state != T_ACTIVE && t->state != T_STARTING))
-    return;                              /* finished: its result stands */
-  c = t->c;
   if (t->state == T_ACTIVE)
     curl_multi_remove_handle(c->multi, t->easy);
   t->state = T_QUEUED;
   t->cancelled = 1;
   link_remove(&t->link);
   link_append(&c->cancelled, &t->link);
-  uv_idle_start(&c->idle, on_idle);
+}
+
+void pd_transfer_cancel(pd_transfer_t *t) {
+  if (t == NULL || (t->state != T_ACTIVE && t->state != T_STARTING))
+    return;                              /* finished: its result stands */
+  withdraw(t);
+  uv_idle_start(&t->c->idle, on_idle);
 }
 
 size_t pd_client_pending(pd_client_t *c) {
@@ -1332,21 +1335,10 @@ void pd_client_close(pd_client_t *c, void (*close_cb)(void *arg), void *arg) {
   c->close_cb = close_cb;
   c->close_arg = arg;
 
-  while (!link_empty(&c->active)) {
-    pd_transfer_t *t = CONTAINER_OF(c->active.next, pd_transfer_t, link);
-    curl_multi_remove_handle(c->multi, t->easy);
-    t->state = T_QUEUED;
-    t->cancelled = 1;
-    link_remove(&t->link);
-    link_append(&c->cancelled, &t->link);
-  }
-  while (!link_empty(&c->starting)) {
-    pd_transfer_t *t = CONTAINER_OF(c->starting.next, pd_transfer_t, link);
-    t->state = T_QUEUED;
-    t->cancelled = 1;
-    link_remove(&t->link);
-    link_append(&c->cancelled, &t->link);
-  }
+  while (!link_empty(&c->active))
+    withdraw(CONTAINER_OF(c->active.next, pd_transfer_t, link));
+  while (!link_empty(&c->starting))
+    withdraw(CONTAINER_OF(c->starting.next, pd_transfer_t, link));
   /* While the sock_t's still exist: the cleanup reports the sockets of
    * cached connections with CURL_POLL_REMOVE. */
   curl_multi_cleanup(c->multi);
