@@ -147,7 +147,7 @@ typedef struct {
   int list_mt;      /* stack index of the metatable for empty lists, or 0 */
   int strip;        /* drop members whose value is null (lpd_json_push_member) */
   int digest;       /* take each value's digest while decoding (lpd_json_push_keyed) */
-  struct kcache *kc; /* recent object keys (see dec_key) */
+  struct kcache *kc; /* recent keys and short values (see dec_cached) */
   int kc_idx;       /* ... and the stack index of their Lua strings */
   u128 last;        /* ... the digest of the value decoded last */
   u128 parts[3];    /* ... and of the top object's event_type, timestamp, data */
@@ -158,13 +158,20 @@ static int dec_fail(dec_t *d, const char *msg) {
   return 0;
 }
 
-static void skip_ws(dec_t *d) {
+static void skip_ws_slow(dec_t *d) {
   const char *p = d->p;
   while (p < d->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
     if (*p != ' ' && *p != '\t') d->crlf = 1;
     p++;
   }
   d->p = p;
+}
+
+/* Between the tokens of compact JSON there is no whitespace at all: the
+ * call is only made when there is some. */
+static inline void skip_ws(dec_t *d) {
+  if (d->p < d->end && (unsigned char)*d->p > ' ') return;
+  skip_ws_slow(d);
 }
 
 static int hexval(int c) {
@@ -387,12 +394,17 @@ static int dec_number(dec_t *d) {
 static int dec_value(dec_t *d);
 
 /* Object keys repeat from one document to the next ("event_type",
- * "balance", ...).  The Lua string and the digest of recent keys are kept
- * in a small direct-mapped cache, so a repeated key costs a compare and an
- * array read instead of Lua's interning (hash, chain walk, compare) and a
- * digest: ~2,000 instructions of a webhook event's decode. */
-#define KC_SLOTS 128
+ * "balance", ...), and so do many short values ("sms.received", "SE",
+ * "completed", a number's id, the second a burst arrives in).  The Lua
+ * string and the digest of recent ones are kept in small direct-mapped
+ * caches, so a repeated one costs a compare and an array read instead of
+ * Lua's interning (hash, chain walk, compare) and a digest: ~2,000
+ * instructions of a webhook event's decode for the keys, ~1,000 more for
+ * its values.  Keys and values have a cache each: values that never
+ * repeat (a code, a message) must not push the keys out. */
+#define KC_SLOTS 128 /* per cache */
 #define KC_MAX 32
+enum { KC_KEYS = 0, KC_VALUES = KC_SLOTS };
 
 /* Plain 64-bit words: a userdata is only 8-byte aligned, too little for
  * a u128 member. */
@@ -404,19 +416,19 @@ typedef struct {
 } kc_entry_t;
 
 struct kcache {
-  kc_entry_t e[KC_SLOTS];
+  kc_entry_t e[2 * KC_SLOTS]; /* the keys' cache, then the values' */
 };
 
 static const char KC_REGKEY = 'k'; /* its address keys the registry */
 
-/* Pushes the cache's string table and points d at the cache. */
+/* Pushes the caches' string table and points d at them. */
 static void kc_load(dec_t *d) {
   lua_State *L = d->L;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &KC_REGKEY) != LUA_TUSERDATA) {
     lua_pop(L, 1);
     struct kcache *kc = lua_newuserdatauv(L, sizeof(*kc), 1);
     memset(kc, 0, sizeof(*kc));
-    lua_createtable(L, KC_SLOTS, 0);
+    lua_createtable(L, 2 * KC_SLOTS, 0);
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KC_REGKEY);
@@ -436,12 +448,13 @@ static inline void kc_words(const char *s, size_t n, uint64_t *a, uint64_t *b) {
   if (n > 8) memcpy(b, s + n - 8, 8);
 }
 
-/* At an object key's opening quote: pushes the key (its digest in d->last
- * when digesting), from the cache when it is there.  The closing quote is
- * found with memchr; a key that matches a cached one has no escape or
- * control character (none is ever cached), so only a miss is checked
- * byte by byte. */
-static int dec_key(dec_t *d) {
+/* At a string's opening quote: pushes it (its digest in d->last when
+ * digesting), from the cache starting at slot `cache` (KC_KEYS or
+ * KC_VALUES) when it is there.  The closing quote is looked for in the
+ * first KC_MAX bytes with memchr; a string that matches a cached one has
+ * no escape or control character (none is ever cached), so only a miss is
+ * checked byte by byte.  Longer or empty strings go to dec_string. */
+static int dec_cached(dec_t *d, unsigned cache) {
   const char *s = d->p + 1;
   size_t max = (size_t)(d->end - s);
   if (max > KC_MAX) max = KC_MAX;
@@ -451,7 +464,7 @@ static int dec_key(dec_t *d) {
   uint64_t a, b;
   kc_words(s, n, &a, &b);
   uint64_t h = ((a ^ n) * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL);
-  unsigned slot = (unsigned)(h >> 57); /* 0..127 */
+  unsigned slot = cache + (unsigned)(h >> 57); /* 0..127 in its cache */
   kc_entry_t *e = &d->kc->e[slot];
   if (e->len == n && e->a == a && e->b == b && (n <= 16 || memcmp(e->bytes, s, n) == 0)) {
     lua_rawgeti(d->L, d->kc_idx, (lua_Integer)slot + 1);
@@ -510,7 +523,7 @@ static int dec_object(dec_t *d) {
     skip_ws(d);
     if (d->p >= d->end || *d->p != '"') return dec_fail(d, "object key expected");
     if (!lua_checkstack(L, 4)) return dec_fail(d, "too many items");
-    if (!dec_key(d)) return 0;
+    if (!dec_cached(d, KC_KEYS)) return 0;
     u128 kd = d->last;
     skip_ws(d);
     if (d->p >= d->end || *d->p != ':') return dec_fail(d, "':' expected");
@@ -640,7 +653,7 @@ static int dec_value(dec_t *d) {
   switch (*d->p) {
     case '{': return dec_object(d);
     case '[': return dec_array(d);
-    case '"': return dec_string(d);
+    case '"': return dec_cached(d, KC_VALUES);
     case 't':
       if (!lit(d, "true", 4)) return 0;
       lua_pushboolean(d->L, 1);
