@@ -29,7 +29,6 @@ pivday.run(function()
   hooks:on("sms.received", function(ev)
     local n = tonumber(ev.data.code)
     handled = handled + 1
-    n = n and math.tointeger(n)
     if n then
       local w, bit = n >> 6, 1 << (n & 63)
       local have = seen[w] or 0

@@ -529,6 +529,10 @@ end
 
 -- Delivery -----------------------------------------------------------------------
 
+-- Local functions, not methods: they run for every event, and a method
+-- call looks its name up in the instance, misses, then in the class.
+local dispatch, release, remember
+
 -- Events wait in _held until the script registered something, and keep
 -- their order behind a replay still in progress.
 -- A script that never registers anything must not grow memory for ever:
@@ -538,7 +542,7 @@ local HELD_MAX = 10000
 
 function Hooks:_deliver(ev)
   if self._ready and #self._held == 0 then
-    self:_dispatch(ev)
+    dispatch(self, ev)
   else
     local held = self._held
     if not self._ready and #held >= HELD_MAX then table.remove(held, 1) end
@@ -550,7 +554,7 @@ end
 -- (dispatching never holds an event back).
 function Hooks:_deliver_all(events, n)
   if self._ready and #self._held == 0 then
-    for i = 1, n do self:_dispatch(events[i]) end
+    for i = 1, n do dispatch(self, events[i]) end
   else
     for i = 1, n do self:_deliver(events[i]) end
   end
@@ -568,7 +572,7 @@ function Hooks:_make_ready()
       while i <= #self._held and not self._closed do
         local ev = self._held[i]
         if ev.replayed then self.stats.replayed = self.stats.replayed + 1 end
-        self:_dispatch(ev)
+        dispatch(self, ev)
         i = i + 1
       end
       self._held = {}
@@ -593,7 +597,7 @@ end
 -- Then _holds is -1: a stray release later changes nothing (a separate
 -- `_done` field was the ninth key of the event table, which doubled its
 -- hash part once more on every event).
-function Hooks:_release(ev)
+function release(self, ev)
   local h = ev._holds - 1
   ev._holds = h
   if h == 0 then
@@ -607,7 +611,7 @@ function Hooks:_release(ev)
   end
 end
 
--- Handler runs queued by _dispatch (_jf[i] runs on _je[i]), taken in order
+-- Handler runs queued by dispatch (_jf[i] runs on _je[i]), taken in order
 -- by workers. A worker runs one after the other while they return without
 -- waiting; one that waits keeps its worker, whose resumption later just
 -- carries on with whatever is queued then. The runs share one protected
@@ -624,7 +628,7 @@ local function run_jobs(self, cur)
     cur[1] = ev
     fn(ev)
     cur[1] = nil
-    self:_release(ev)
+    release(self, ev)
   end
 end
 
@@ -639,7 +643,7 @@ local function worker(self)
       ev._failed = true
       async.report(("pivday.webhooks: handler for %s (event %s) failed; the event stays pending: %s")
         :format(ev.event_type, tostring(ev.id), tostring(err)))
-      self:_release(ev)
+      release(self, ev)
     else
       async.report("pivday.webhooks: delivery failed: " .. tostring(err))
     end
@@ -669,7 +673,7 @@ end
 -- (p - 1) % _rcap + 1, so the ring is a fixed-size array, and the new
 -- event's slot holds the one it evicts: position tail - cap (or nil, when
 -- a wait took that one). No loop: this runs for every event.
-function Hooks:_remember(ev, unseen)
+function remember(self, ev, unseen)
   local cap = self._rcap
   if cap == 0 then
     if unseen then return false end
@@ -690,7 +694,7 @@ function Hooks:_remember(ev, unseen)
     -- Nobody asked for it while it was recent: it counts as seen now, so
     -- unconsumed event types do not pile up in the journal.
     old._recent_hold = nil
-    self:_release(old)
+    release(self, old)
   end
   return true
 end
@@ -708,7 +712,7 @@ function Hooks:_take_recent(w)
       self._rhead = h
       if ev._recent_hold then
         ev._recent_hold = nil
-        self:_release(ev)
+        release(self, ev)
       end
       return ev
     end
@@ -734,7 +738,7 @@ end
 
 --- Delivers one event: every `on` handler (each in its own task), every
 -- iterator that wants it, at most one waiter, else the recent ring.
-function Hooks:_dispatch(ev)
+function dispatch(self, ev)
   -- One hold is this function's own, so nothing is marked done midway; the
   -- handler runs queued here each hold one. Fields are read into locals
   -- once: this runs for every event.
@@ -778,12 +782,12 @@ function Hooks:_dispatch(ev)
   if #self._waiters > 0 and self:_offer(ev) then
     seen = true
   else
-    self:_remember(ev, not seen)
+    remember(self, ev, not seen)
   end
   -- Our own hold, dropped in line: with a handler queued it is not the
   -- last one (a call per event saved).
   local h = ev._holds
-  if h > 1 then ev._holds = h - 1 else self:_release(ev) end
+  if h > 1 then ev._holds = h - 1 else release(self, ev) end
 end
 
 -- Public API ------------------------------------------------------------------------
@@ -890,7 +894,7 @@ function Waiter:wait(timeout)
     if ev then
       self.event = nil
       local hooks = self._hooks
-      if not hooks:_offer(ev) then hooks:_remember(ev, false) end
+      if not hooks:_offer(ev) then remember(hooks, ev, false) end
     end
     error(r, 0)
   end
@@ -937,18 +941,18 @@ function Hooks:events(opts)
     sub.gone = true
     local subs = self._subs
     for i = #subs, 1, -1 do if subs[i] == sub then table.remove(subs, i) break end end
-    if last then self:_release(last) last = nil end
+    if last then release(self, last) last = nil end
     -- Queued but never seen: not done.
     for i = sub._h, sub._t do
       local ev = sub._q[i]
       sub._q[i] = nil
       ev._failed = true
-      self:_release(ev)
+      release(self, ev)
     end
     sub._h = sub._t + 1
   end
   local function next_event()
-    if last then self:_release(last) last = nil end
+    if last then release(self, last) last = nil end
     while not sub.gone do
       if sub._h <= sub._t then
         local ev = sub._q[sub._h]
