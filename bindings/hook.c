@@ -225,6 +225,7 @@ static int accept_body(lua_State *L) {
   } else if (crlf) {
     body = one_line(L, h, body, len);
   }
+  lpd_window_prefetch(h->window, key); /* loads while the shape is checked */
   /* 3: the event */
   if (lua_type(L, 3) != LUA_TTABLE) return bad(a, "body is not a JSON object");
   if (lua_getfield(L, 3, "event_type") != LUA_TSTRING || lua_rawlen(L, 4) == 0)
@@ -308,6 +309,8 @@ void lpd_hook_request(lpd_hook_t *h, pd_http_req_t *r) {
     return reject(h, r, 404, TEXT("not found\n"));
   if (strcmp(r->method, "POST") != 0)
     return reject(h, r, 405, TEXT("method not allowed (webhooks are POSTed)\n"));
+  /* The slot the cap or expiry may free on add: loads while decoding. */
+  lpd_window_prefetch_oldest(h->window);
   lua_State *L = lpd_ctx->L;
   int top = lua_gettop(L);
   accept_t a = {h, r, ACCEPT_BAD, ""};

@@ -109,6 +109,10 @@ int lpd_window_seen(lpd_window_t *w, const unsigned char *key, int64_t now);
 /* Remembers key as arrived at now; 0 when out of memory. */
 int lpd_window_add(lpd_window_t *w, const unsigned char *key, int64_t now);
 void lpd_window_forget(lpd_window_t *w, const unsigned char *key);
+/* Cache hints, no effect on what the window holds: the slot of key, and
+ * the slot the oldest arrival's key holds (the next add may drop it). */
+void lpd_window_prefetch(const lpd_window_t *w, const unsigned char *key);
+void lpd_window_prefetch_oldest(const lpd_window_t *w);
 lpd_hook_t *lpd_check_hook(lua_State *L, int arg);
 /* Handles a request to a server that has a hook: answers it, or keeps it
  * until the journal sync. */
