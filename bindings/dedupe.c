@@ -61,15 +61,20 @@ static uint32_t key_hash(const unsigned char *key) {
   return h ? h : 1;
 }
 
-static arrival_t *arrival(lpd_window_t *w, uint32_t seq) {
+static arrival_t *arrival(const lpd_window_t *w, uint32_t seq) {
   return &w->fifo[seq & (w->fifo_cap - 1)];
+}
+
+/* Where key's probe run starts; w has slots. */
+static size_t home_slot(const lpd_window_t *w, uint32_t h) {
+  return h & (w->nslots - 1);
 }
 
 static slot_t *find(lpd_window_t *w, const unsigned char *key) {
   if (w->nslots == 0) return NULL;
   size_t mask = w->nslots - 1;
   uint32_t h = key_hash(key);
-  for (size_t i = h & mask;; i = (i + 1) & mask) {
+  for (size_t i = home_slot(w, h);; i = (i + 1) & mask) {
     slot_t *s = &w->slots[i];
     if (s->tag == 0) return NULL;
     if (s->tag == h && memcmp(arrival(w, s->seq)->key, key, LPD_KEY_LEN) == 0) return s;
@@ -175,11 +180,11 @@ int lpd_window_add(lpd_window_t *w, const unsigned char *key, int64_t now) {
  * slots early, the oldest arrival's before decoding a body and the body's
  * own once its key is known, so the loads overlap other work. */
 void lpd_window_prefetch(const lpd_window_t *w, const unsigned char *key) {
-  if (w->nslots > 0) __builtin_prefetch(&w->slots[key_hash(key) & (w->nslots - 1)]);
+  if (w->nslots > 0) __builtin_prefetch(&w->slots[home_slot(w, key_hash(key))]);
 }
 
 void lpd_window_prefetch_oldest(const lpd_window_t *w) {
-  if (w->len > 0) lpd_window_prefetch(w, w->fifo[w->head & (w->fifo_cap - 1)].key);
+  if (w->len > 0) lpd_window_prefetch(w, arrival(w, w->head)->key);
 }
 
 static int seen_or_add(lpd_window_t *w, const unsigned char *key, int64_t now) {
